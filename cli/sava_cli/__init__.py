@@ -1,0 +1,1 @@
+"""The `sava` command-line interface."""

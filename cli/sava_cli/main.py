@@ -1,0 +1,190 @@
+"""The ``sava`` command. Listing and validation never import torch, diffusers or transformers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+
+from sava_core.errors import SavaError
+
+app = typer.Typer(
+    name="sava",
+    help="SAVA: selective audio-visual alignment for text-to-audio-video generation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+_state = {"debug": os.environ.get("SAVA_DEBUG", "") not in ("", "0")}
+
+Overrides = Annotated[Optional[list[str]], typer.Argument(help="key=value overrides (YAML values), or ~key to delete", show_default=False)]
+
+
+@app.callback()
+def _global(
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks for errors")] = False,
+    block_plugin: Annotated[
+        Optional[list[str]], typer.Option("--block-plugin", help="do not load this plug-in (entry-point name); repeatable")
+    ] = None,
+) -> None:
+    if debug:
+        _state["debug"] = True
+    if block_plugin:
+        current = [p for p in os.environ.get("SAVA_BLOCK_PLUGINS", "").split(",") if p]
+        os.environ["SAVA_BLOCK_PLUGINS"] = ",".join(current + block_plugin)
+
+
+def recipes_dir() -> Path:
+    """The shipped recipes: ``recipes/`` next to the installed source tree."""
+    import sava_core
+
+    return Path(sava_core.__file__).resolve().parent.parent / "recipes"
+
+
+def shipped_recipes() -> list[str]:
+    root = recipes_dir()
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.yaml")) if root.is_dir() else []
+
+
+def resolve_recipe(recipe: str) -> Path:
+    """A path, or the name of a shipped recipe (``quickstart``, ``paper/main.yaml``)."""
+    path = Path(recipe)
+    if path.exists():
+        return path
+    for candidate in (recipes_dir() / recipe, recipes_dir() / f"{recipe}.yaml"):
+        if candidate.is_file():
+            return candidate
+    names = ", ".join(shipped_recipes()) or "(none found)"
+    raise SavaError(f"recipe not found: {recipe}. Give a path, or one of the shipped recipes: {names}")
+
+
+def _warn_failed_plugins() -> None:
+    from sava_core.registry import get_registries
+
+    for p in get_registries().failures():
+        typer.echo(f"warning: plug-in {p.name!r} ({p.distribution} {p.version}) failed to load: {p.reason}", err=True)
+
+
+@app.command()
+def validate(recipe: str, overrides: Overrides = None) -> None:
+    """Check a recipe (structure and every component's parameters) without running it."""
+    from sava_core.recipe import plan
+
+    path = resolve_recipe(recipe)
+    p = plan(path, overrides or [])
+    _warn_failed_plugins()
+    typer.echo(f"{path}: valid ({len(p.variants)} variant(s), {len(p.cells)} run(s), hash {p.hash})")
+
+
+@app.command()
+def run(
+    recipe: str,
+    overrides: Overrides = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="run directory (default: runs/<name>-<time>)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its checkpoints")] = False,
+) -> None:
+    """Run a recipe: every variant and seed, then print the comparison table."""
+    from sava_core.recipe import plan
+
+    path = resolve_recipe(recipe)
+    p = plan(path, overrides or [])
+    _warn_failed_plugins()
+    if resume and out is None:
+        raise SavaError("--resume needs --out DIR: the run directory to continue")
+    from sava_core.runner import default_out, run_plan
+
+    out = out or default_out(p.cells[0].recipe.name)
+    typer.echo(f"running {path} ({len(p.cells)} run(s)) into {out}")
+    result = run_plan(p, out, resume=resume)
+    typer.echo("")
+    typer.echo(result.table)
+    typer.echo(f"results: {out / 'results.md'} and {out / 'results.csv'}")
+
+
+@app.command("list")
+def list_components(
+    kind: Annotated[Optional[str], typer.Argument(help="only this kind (adapter, mask, backbone, ...)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """List registered components: name, kind, plug-in, distribution and version."""
+    from sava_core.registry import get_registries
+
+    registries = get_registries()
+    rows = [e.as_row() for e in registries.entries(kind)]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("kind", "name", "plugin", "distribution", "version", "summary", box=None)
+        for r in rows:
+            table.add_row(r["kind"], r["name"], r["plugin"], r["distribution"], r["version"], r["summary"])
+        Console(width=max(shutil.get_terminal_size().columns, 140)).print(table)
+    _warn_failed_plugins()
+
+
+@app.command()
+def plugins(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """The plug-ins found, and for each: loaded, blocked or failed (with why)."""
+    from sava_core.registry import get_registries
+
+    infos = get_registries().plugins
+    if as_json:
+        typer.echo(json.dumps([vars(p) for p in infos], indent=2))
+        return
+    for p in infos:
+        extra = f"{p.components} component(s)" if p.status == "loaded" else p.reason
+        typer.echo(f"{p.status:8} {p.name:16} {p.distribution} {p.version}  {extra}")
+
+
+@app.command()
+def cp(
+    recipe: Annotated[str, typer.Argument(help="a shipped recipe, e.g. quickstart or paper/main.yaml")],
+    dest: Annotated[Path, typer.Argument(help="file or directory to copy it to")],
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing file")] = False,
+) -> None:
+    """Copy a shipped recipe to edit it."""
+    source = None
+    for candidate in (recipes_dir() / recipe, recipes_dir() / f"{recipe}.yaml"):
+        if candidate.is_file():
+            source = candidate
+    if source is None:
+        raise SavaError(f"no shipped recipe {recipe!r}; shipped: {', '.join(shipped_recipes())}")
+    target = dest / source.name if dest.is_dir() else dest
+    if target.exists() and not force:
+        raise SavaError(f"{target} exists; pass --force to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    typer.echo(f"copied {source.name} to {target}")
+
+
+def main() -> None:
+    """Entry point: user mistakes print one readable message and exit with code 2."""
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if exc.exit_code == 1 else exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except SavaError as exc:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Built-in synthetic worlds with known ground truth (the default data of the CPU recipes)."""

@@ -1,0 +1,33 @@
+"""Parameter models of the core's components. Torch-free, so recipes validate without torch."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from sava_core.config import StrictModel
+
+
+class MLPParams(StrictModel):
+    """A per-time-step multilayer perceptron (used by adapters, decoders and the projector)."""
+
+    hidden: int = Field(128, ge=1, description="width of the hidden layers")
+    layers: int = Field(2, ge=1, description="number of linear layers (1 = a single linear map)")
+    activation: Literal["gelu", "relu", "silu", "tanh"] = "gelu"
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class MaskParams(StrictModel):
+    """Mask networks M_V, M_A (Eq. 4-5) and the leakage mitigations of the joint variant."""
+
+    mode: Literal["none", "video_only", "joint"] = Field(
+        "joint", description="Table 3: none = direct alignment; video_only = own latent only; joint = both"
+    )
+    hard: bool = Field(False, description="threshold at `threshold` with a straight-through gradient")
+    threshold: float = Field(0.5, gt=0, lt=1)
+    hidden: int = Field(64, ge=1)
+    init_open: float = Field(1.0, description="initial logit bias: masks start at sigmoid(init_open)")
+    partner_stop_grad: bool = Field(False, description="joint only: no gradient into the partner input")
+    partner_noise: float = Field(0.0, ge=0, description="joint only: std of Gaussian noise on the partner input while training")
+    partner_dropout: float = Field(0.0, ge=0, le=1, description="joint only: probability of zeroing the partner input per clip while training")

@@ -1,0 +1,110 @@
+"""MLP implementations of the Stage I components (paper section 5.1: "implemented as MLPs")."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from sava_core.components.params import MaskParams, MLPParams
+from sava_core.contracts import Adapter, Decoder, Mask, Projector
+
+_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
+
+
+def mlp(in_dim: int, out_dim: int, params: MLPParams) -> nn.Sequential:
+    """Linear layers of width ``params.hidden`` with activations between them; acts on the last axis."""
+    dims = [in_dim] + [params.hidden] * (params.layers - 1) + [out_dim]
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(dims) - 2:
+            layers.append(_ACTIVATIONS[params.activation]())
+            if params.dropout:
+                layers.append(nn.Dropout(params.dropout))
+    return nn.Sequential(*layers)
+
+
+class MLPAdapter(Adapter):
+    """q_V / q_A: (B, T, in_dim) -> (B, T, out_dim)."""
+
+    Params = MLPParams
+
+    def __init__(self, params: MLPParams, *, in_dim: int, out_dim: int):
+        super().__init__()
+        self.params = params
+        self.net = mlp(in_dim, out_dim, params)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+class MLPDecoder(Decoder):
+    """g_A / g_V: masked latent (B, T, in_dim) -> partner target (B, T, out_dim)."""
+
+    Params = MLPParams
+
+    def __init__(self, params: MLPParams, *, in_dim: int, out_dim: int):
+        super().__init__()
+        self.params = params
+        self.net = mlp(in_dim, out_dim, params)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+class MLPProjector(Projector):
+    """P_theta: video encoder latent (B, T, in_dim) -> audio-guiding latent (B, T, out_dim)."""
+
+    Params = MLPParams
+
+    def __init__(self, params: MLPParams, *, in_dim: int, out_dim: int):
+        super().__init__()
+        self.params = params
+        self.net = mlp(in_dim, out_dim, params)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+def straight_through(soft: Tensor, threshold: float) -> Tensor:
+    """Forward: ``soft > threshold`` as 0/1. Backward: the gradient of ``soft`` (straight-through)."""
+    hard = (soft > threshold).to(soft.dtype)
+    return hard + soft - soft.detach()
+
+
+class MLPMask(Mask):
+    """M: sigmoid(MLP(input)) per time step, input = own (``video_only``) or [own; partner] (``joint``).
+
+    (own, partner): (B, T, d) each -> (B, T, d) in [0, 1]; exactly {0, 1} when ``hard``.
+    """
+
+    Params = MaskParams
+
+    def __init__(self, params: MaskParams, *, dim: int):
+        super().__init__()
+        self.params = params
+        self.mode, self.hard = params.mode, params.hard
+        self.net: nn.Module | None = None
+        if params.mode != "none":
+            in_dim = dim * (2 if params.mode == "joint" else 1)
+            self.net = nn.Sequential(nn.Linear(in_dim, params.hidden), nn.GELU(), nn.Linear(params.hidden, dim))
+            nn.init.constant_(self.net[-1].bias, params.init_open)
+
+    def _partner(self, partner: Tensor) -> Tensor:
+        p = self.params
+        if p.partner_stop_grad:
+            partner = partner.detach()
+        if self.training and p.partner_noise > 0:
+            partner = partner + p.partner_noise * partner.detach().std() * torch.randn_like(partner)
+        if self.training and p.partner_dropout > 0:
+            keep = (torch.rand(partner.shape[0], 1, 1, device=partner.device) >= p.partner_dropout).to(partner.dtype)
+            partner = partner * keep
+        return partner
+
+    def forward(self, own: Tensor, partner: Tensor) -> Tensor:
+        if self.net is None:
+            return own.new_ones(own.shape)
+        x = own if self.mode == "video_only" else torch.cat([own, self._partner(partner)], dim=-1)
+        soft = self.net(x).sigmoid()
+        return straight_through(soft, self.params.threshold) if self.hard else soft
+

@@ -1,0 +1,100 @@
+"""The recipe's structure (validation pass 1), as pydantic models. Torch-free on purpose.
+
+Component parameters are validated in pass 2 against each component's own model
+(see :mod:`sava_core.recipe`). Every model forbids unknown keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StrictModel(BaseModel):
+    """A pydantic model that rejects unknown keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def component(kind: str, **kwargs: Any) -> Any:
+    """A recipe field holding a :class:`ComponentRef` of ``kind`` (read by pass 2)."""
+    return Field(json_schema_extra={"kind": kind}, **kwargs)
+
+
+class ComponentRef(StrictModel):
+    """A registered component by short name, with its own parameters (validated in pass 2)."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSection(StrictModel):
+    """The method's trainable and frozen parts (paper section 3)."""
+
+    adapter: ComponentRef = component("adapter", default=ComponentRef(name="mlp"))
+    mask: ComponentRef = component("mask", default=ComponentRef(name="mlp"))
+    decoder: ComponentRef = component("decoder", default=ComponentRef(name="mlp"))
+    projector: ComponentRef = component("projector", default=ComponentRef(name="mlp"))
+
+
+class LossConfig(StrictModel):
+    """Weights of Eq. 7. See docs/method.md for how each term is normalised."""
+
+    alpha: float = Field(0.1, ge=0, description="weight of the normalised-L2 alignment of unmasked latents")
+    lam: float = Field(5.0, ge=0, description="weight of the L1 (mean density) of both masks")
+
+
+class TrainConfig(StrictModel):
+    """Optimisation settings of one training phase."""
+
+    steps: int = Field(1500, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    val_every: int = Field(250, ge=1, description="steps between validation losses")
+    checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
+
+
+class ProbeConfig(StrictModel):
+    """Linear probes of the audit: ridge regression fitted on train, scored (R^2) on test."""
+
+    ridge: float = Field(1e-3, gt=0, description="L2 penalty, relative to the mean feature variance")
+    max_train_tokens: int = Field(20000, ge=100, description="subsample of training tokens for the probes")
+
+
+class AlignConfig(StrictModel):
+    """Stage I: masked latent alignment, then the projector P_theta."""
+
+    width: int = Field(32, ge=1, description="aligned latent width d (paper: 512)")
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    projector_train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=600))
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+
+
+class ReportConfig(StrictModel):
+    """What the multi-run comparison shows."""
+
+    columns: list[str] = Field(default_factory=list, description="metrics in the table; empty: all")
+    plot: bool = True
+
+
+Stage = Literal["align"]
+
+
+class Recipe(StrictModel):
+    """A whole recipe file."""
+
+    name: str
+    description: str = ""
+    stages: list[Stage] = Field(default_factory=lambda: ["align"], min_length=1)
+    data: ComponentRef = component("dataset")
+    model: ModelSection = Field(default_factory=ModelSection)
+    align: AlignConfig = Field(default_factory=AlignConfig)
+    seed: int = Field(0, description="the seed of a single run; set per cell from `seeds`")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    variants: dict[str, list[str]] = Field(default_factory=dict, description="name -> key=value overrides")
+    sweep: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values (a grid)")
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -1,0 +1,235 @@
+"""Contracts of every component kind (DESIGN.md, "The method, as components").
+
+Each registered component subclasses one of these, declares ``Params`` (a pydantic model with
+``extra="forbid"``) and is constructed as ``Component(params, **runtime)`` where ``runtime`` holds
+sizes known only when the recipe runs (input widths, the aligned width d).
+
+Shapes use B batch, T latent time steps, F video frames, S audio samples, N text tokens.
+Latent sequences keep a time axis: (B, T, D). Videos are float in [0, 1], (B, F, 3, H, W);
+audio is float in [-1, 1], (B, C, S) at the component's ``sample_rate`` (Hz).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel
+from torch import Tensor, nn
+
+
+class Component:
+    """Mixin: the parsed parameters every component keeps as ``self.params``."""
+
+    Params: ClassVar[type[BaseModel]]
+    params: BaseModel
+
+
+# ----------------------------------------------------------------------------------- encoders
+
+
+class VideoEncoder(nn.Module, Component, ABC):
+    """f_v, frozen: video (B, F, 3, H, W) in [0, 1] -> latent sequence (B, T, latent_dim)."""
+
+    latent_dim: int
+    frame_rate: float  # frames per second the encoder expects
+
+    @abstractmethod
+    def encode(self, video: Tensor) -> Tensor: ...
+
+    def decode(self, latent: Tensor) -> Tensor:
+        """Latent (B, T, latent_dim) -> video (B, F, 3, H, W); only VAE-style encoders decode."""
+        raise NotImplementedError(f"{type(self).__name__} cannot decode")
+
+
+class AudioEncoder(nn.Module, Component, ABC):
+    """f_a, frozen: audio (B, C, S) in [-1, 1] at ``sample_rate`` Hz -> latent (B, T, latent_dim)."""
+
+    latent_dim: int
+    sample_rate: int
+
+    @abstractmethod
+    def encode(self, audio: Tensor) -> Tensor: ...
+
+    def decode(self, latent: Tensor) -> Tensor:
+        """Latent (B, T, latent_dim) -> audio (B, C, S); only VAE-style encoders decode."""
+        raise NotImplementedError(f"{type(self).__name__} cannot decode")
+
+
+@dataclass
+class TextEmbedding:
+    """f_t output: ``tokens`` (B, N, D), ``mask`` (B, N) bool (True = real token), ``pooled`` (B, D)."""
+
+    tokens: Tensor
+    mask: Tensor
+    pooled: Tensor
+
+
+class TextEncoder(nn.Module, Component, ABC):
+    """f_t: prompts -> :class:`TextEmbedding` of width ``dim``."""
+
+    dim: int
+
+    @abstractmethod
+    def encode(self, prompts: list[str]) -> TextEmbedding: ...
+
+
+# ----------------------------------------------------------------------------------- Stage I
+
+
+class Adapter(nn.Module, Component, ABC):
+    """q_V or q_A (Eq. 3): encoder latent (B, T, in_dim) -> aligned latent (B, T, out_dim = d).
+
+    Runtime arguments: ``in_dim``, ``out_dim``.
+    """
+
+    @abstractmethod
+    def forward(self, z: Tensor) -> Tensor: ...
+
+
+MaskMode = Literal["none", "video_only", "joint"]
+
+
+class Mask(nn.Module, Component, ABC):
+    """M_V or M_A (Eq. 4-5): (own (B, T, d), partner (B, T, d)) -> weights (B, T, d) in [0, 1].
+
+    ``mode`` is Table 3's variant: ``none`` returns ones, ``video_only`` looks at ``own`` only
+    (the name follows the paper's video mask; the audio mask likewise sees only audio),
+    ``joint`` looks at both. ``hard`` masks are exactly 0 or 1 in the forward pass.
+    Runtime argument: ``dim`` (d).
+    """
+
+    mode: MaskMode
+    hard: bool
+
+    @abstractmethod
+    def forward(self, own: Tensor, partner: Tensor) -> Tensor: ...
+
+
+class Decoder(nn.Module, Component, ABC):
+    """g_A or g_V (Eq. 6): masked latent (B, T, d) -> the partner's target (B, T, out_dim).
+
+    Runtime arguments: ``in_dim`` (d), ``out_dim`` (the partner encoder's latent width).
+    """
+
+    @abstractmethod
+    def forward(self, z: Tensor) -> Tensor: ...
+
+
+class Projector(nn.Module, Component, ABC):
+    """P_theta (Stage III): video encoder latent alone (B, T, in_dim) -> audio-guiding latent (B, T, d).
+
+    Trained to predict the masked aligned video latent that Stage I computes with both modalities.
+    Runtime arguments: ``in_dim``, ``out_dim``.
+    """
+
+    @abstractmethod
+    def forward(self, z: Tensor) -> Tensor: ...
+
+
+# ----------------------------------------------------------------------------------- generation
+
+
+@dataclass
+class Condition:
+    """What a backbone is conditioned on: text tokens (B, N, D), their mask (B, N) and optional
+    extra condition tokens (B, M, D) (phi of an aligned latent, Stage II)."""
+
+    text: Tensor
+    text_mask: Tensor | None = None
+    extra: Tensor | None = None
+
+
+class Backbone(nn.Module, Component, ABC):
+    """eps_theta: a latent diffusion denoiser, LoRA-adaptable on its conditioning layers.
+
+    ``forward(noisy (B, *latent_shape), timestep (B,), condition) -> prediction`` of the same shape,
+    of kind ``prediction_type`` ("epsilon", "v_prediction" or "sample").
+    ``lora_targets`` lists the module-name patterns Stage II adapts (conditioning layers only).
+    """
+
+    prediction_type: str
+    latent_shape: tuple[int, ...]
+    condition_dim: int
+    lora_targets: list[str]
+
+    @abstractmethod
+    def forward(self, noisy: Tensor, timestep: Tensor, condition: Condition) -> Tensor: ...
+
+
+class Sampler(Component, ABC):
+    """The reverse process (App. C): scheduler, number of steps and classifier-free guidance."""
+
+    @abstractmethod
+    def sample(
+        self,
+        backbone: Backbone,
+        condition: Condition,
+        uncond: Condition,
+        batch_size: int,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """Return denoised latents (B, *backbone.latent_shape)."""
+
+
+# ----------------------------------------------------------------------------------- evaluation and data
+
+
+@dataclass
+class Score:
+    """A metric's numbers with the protocol that produced them (extractor, hashes, rates, N...)."""
+
+    values: dict[str, float]
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+
+class Metric(Component, ABC):
+    """Generated (+ reference) media or features -> :class:`Score`."""
+
+    @abstractmethod
+    def compute(self, generated: Any, reference: Any | None = None) -> Score: ...
+
+
+@dataclass
+class LatentSplit:
+    """Frozen-encoder outputs of one split, ready for Stage I.
+
+    ``video`` (N, T, Dv) and ``audio`` (N, T, Da): encoder latents of N clips on a common time axis.
+    ``factors``: ground-truth factors by group (``shared``, ``video``, ``audio``), each (N, T, k),
+    when the dataset knows them (synthetic worlds); empty for real data.
+    """
+
+    video: Tensor
+    audio: Tensor
+    factors: dict[str, Tensor] = field(default_factory=dict)
+    captions: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.video.shape[:2] != self.audio.shape[:2]:
+            raise ValueError(
+                f"video latents {tuple(self.video.shape)} and audio latents {tuple(self.audio.shape)} "
+                "must share (N, T)"
+            )
+
+    def __len__(self) -> int:
+        return self.video.shape[0]
+
+
+class Dataset(Component, ABC):
+    """Clips with captions, split into ``splits`` (train / val / test).
+
+    A dataset whose samples are already frozen-encoder outputs (a synthetic factor world, a latent
+    cache) implements :meth:`latents`.
+    """
+
+    splits: tuple[str, ...] = ("train", "val", "test")
+
+    def latents(self, split: str) -> LatentSplit:
+        """The split as encoder latents; media datasets are encoded by the recipe's encoders instead."""
+        raise NotImplementedError(f"{type(self).__name__} provides media, not latents")
+
+    @property
+    def provides_latents(self) -> bool:
+        return type(self).latents is not Dataset.latents

@@ -1,0 +1,257 @@
+"""Recipes: safe YAML, ``key=value`` overrides, two-pass validation and the variant x sweep x seed grid.
+
+Pass 1 checks the recipe's structure (:class:`sava_core.config.Recipe`); pass 2 looks up every
+component by name and validates its ``params`` against the component's own model. All problems of
+both passes, and of every variant, are reported together with their dotted YAML paths.
+A recipe names registered components only; it cannot import code.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from sava_core.config import ModelSection, Recipe
+from sava_core.errors import Problem, RecipeError, SavaError, UnknownComponentError
+from sava_core.registry import Registries, get_registries
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a recipe file with PyYAML's safe loader; the top level must be a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise SavaError(f"recipe file not found: {path}. List shipped recipes with `ls recipes/` or copy one with `sava cp`.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SavaError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise SavaError(f"{path}: a recipe must be a YAML mapping (key: value), got {type(data).__name__}")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# overrides: "a.b.c=value" sets (YAML value syntax), "~a.b" deletes
+
+
+def parse_override(text: str) -> tuple[str, Any, bool]:
+    """Split ``key=value`` (value parsed as YAML) or ``~key``; returns (key, value, delete)."""
+    if text.startswith("~"):
+        key = text[1:].strip()
+        if not key:
+            raise SavaError(f"bad override {text!r}: expected '~dotted.key'")
+        return key, None, True
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SavaError(f"bad override {text!r}: expected 'dotted.key=value' or '~dotted.key'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value, False
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], where: str = "override") -> dict[str, Any]:
+    """Return a copy of ``data`` with the overrides applied in order."""
+    data = copy.deepcopy(data)
+    for text in overrides:
+        key, value, delete = parse_override(text)
+        parts = key.split(".")
+        node: Any = data
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                node = node[_list_index(node, part, key, where)]
+                continue
+            if not isinstance(node.get(part), (dict, list)):
+                if delete:
+                    raise SavaError(f"{where} {text!r}: {'.'.join(parts[: i + 1])} does not exist")
+                node[part] = {}
+            node = node[part]
+        last = parts[-1]
+        if isinstance(node, list):
+            idx = _list_index(node, last, key, where)
+            if delete:
+                node.pop(idx)
+            else:
+                node[idx] = value
+        elif delete:
+            if last not in node:
+                raise SavaError(f"{where} {text!r}: {key} does not exist")
+            del node[last]
+        else:
+            node[last] = value
+    return data
+
+
+def _list_index(node: list[Any], part: str, key: str, where: str) -> int:
+    if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+        raise SavaError(f"{where} {key!r}: {part!r} is not an index of a list of {len(node)}")
+    return int(part)
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def component_paths(model: type[BaseModel] = Recipe, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted path, kind) of every component reference in the recipe schema."""
+    found: list[tuple[str, str]] = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and "kind" in extra:
+            found.append((path, str(extra["kind"])))
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            found += component_paths(field.annotation, prefix=f"{path}.")
+    return found
+
+
+def _get(data: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+def _pydantic_problems(exc: ValidationError, prefix: str) -> list[Problem]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        path = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not allowed here; check the spelling)"
+        elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], (dict, list)):
+            msg = f"{msg} (got {err['input']!r})"
+        out.append(Problem(path, msg))
+    return out
+
+
+def check(data: dict[str, Any], registries: Registries | None = None, prefix: str = "") -> tuple[Recipe | None, list[Problem]]:
+    """Validate one recipe mapping in two passes; returns the parsed recipe (if valid) and all problems."""
+    registries = registries or get_registries()
+    problems: list[Problem] = []
+    recipe: Recipe | None = None
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        problems += _pydantic_problems(exc, prefix.rstrip("."))
+    defaults = {"model": ModelSection().model_dump()}
+    for path, kind in component_paths():
+        ref = _get(data, path)
+        if ref is None:  # absent: the schema default (if any) applies
+            ref = _get(defaults, path)
+        if not isinstance(ref, dict) or not isinstance(ref.get("name"), str):
+            continue  # pass 1 reports the structural problem
+        try:
+            entry = registries[kind].get(ref["name"])
+        except UnknownComponentError as exc:
+            problems.append(Problem(f"{prefix}{path}.name", str(exc)))
+            continue
+        params = ref.get("params") or {}
+        if not isinstance(params, dict):
+            continue
+        try:
+            entry.load_params().model_validate(params)
+        except ValidationError as exc:
+            problems += _pydantic_problems(exc, f"{prefix}{path}.params")
+        except SavaError as exc:
+            problems.append(Problem(f"{prefix}{path}", str(exc)))
+    return (recipe if not problems else None), problems
+
+
+# ---------------------------------------------------------------------------------------------
+# the grid
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid: a variant label, a seed and its fully resolved recipe."""
+
+    variant: str
+    seed: int
+    recipe: Recipe
+
+    @property
+    def key(self) -> str:
+        return f"{self.variant}/seed-{self.seed}"
+
+
+def _sweep_points(sweep: dict[str, list[Any]]) -> list[tuple[str, list[str]]]:
+    if not sweep:
+        return [("", [])]
+    keys = list(sweep)
+    short = [k.split(".")[-1] for k in keys]
+    labels = short if len(set(short)) == len(short) else keys
+    points = []
+    for values in itertools.product(*(sweep[k] for k in keys)):
+        label = ",".join(f"{lab}={json.dumps(v) if isinstance(v, (dict, list)) else v}" for lab, v in zip(labels, values))
+        points.append((label, [f"{k}={json.dumps(v)}" for k, v in zip(keys, values)]))
+    return points
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated recipe: the resolved mapping, its hash and the grid of runs."""
+
+    resolved: dict[str, Any]
+    cells: list[Cell]
+
+    @property
+    def hash(self) -> str:
+        return recipe_hash(self.resolved)
+
+    @property
+    def variants(self) -> list[str]:
+        return list(dict.fromkeys(c.variant for c in self.cells))
+
+
+def recipe_hash(data: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of a resolved recipe (first 16 hex digits)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def plan(path: str | Path, overrides: list[str] | None = None, registries: Registries | None = None) -> Plan:
+    """Load, override, validate (every variant too) and expand a recipe; raise :class:`RecipeError`."""
+    data = apply_overrides(load_yaml(path), overrides or [])
+    registries = registries or get_registries()
+    base, problems = check(data, registries)
+    if base is None:
+        raise RecipeError(problems, source=str(path))
+    resolved = base.model_dump(mode="json")
+    variants = base.variants or {"default": []}
+    cells: list[Cell] = []
+    grid_keys = {"variants", "sweep", "seeds", "seed"}
+    core = {k: v for k, v in data.items() if k not in grid_keys}
+    for vname, voverrides in variants.items():
+        try:
+            vdata = apply_overrides(core, voverrides, where=f"variants.{vname}")
+        except SavaError as exc:
+            problems.append(Problem(f"variants.{vname}", str(exc)))
+            continue
+        for label, soverrides in _sweep_points(base.sweep):
+            cdata = apply_overrides(vdata, soverrides, where="sweep")
+            name = vname if not label else (label if vname == "default" else f"{vname},{label}")
+            cell_recipe, cell_problems = check(cdata, registries)
+            if cell_problems:
+                where = f"variants.{vname}" + (f" [{label}]" if label else "")
+                problems += [Problem(f"{where} -> {p.path}", p.message) for p in cell_problems]
+                continue
+            assert cell_recipe is not None
+            for seed in base.seeds:
+                cells.append(Cell(name, seed, cell_recipe.model_copy(update={"seed": seed})))
+    if problems:
+        raise RecipeError(problems, source=str(path))
+    return Plan(resolved, cells)

@@ -1,0 +1,274 @@
+"""Typed, lazy component registries filled by plug-ins through the ``sava.plugins`` entry points.
+
+One :class:`Registry` per component kind. An entry names its code as a lazy "module:attr" target and
+its parameters as a pydantic model (also lazy, in a module that must not import torch), so that
+``sava list`` and ``sava validate`` stay light.
+
+Environment:
+    SAVA_DISABLE_PLUGIN_AUTOLOAD=1  load only the entry points named in SAVA_PLUGINS (comma list).
+    SAVA_BLOCK_PLUGINS=a,b          never load these entry points (by entry-point name).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import pluggy
+from pydantic import BaseModel
+
+from sava_core.errors import DuplicateComponentError, SavaError, UnknownComponentError
+from sava_core.plugin import ENTRY_POINT_GROUP, PROJECT, HookSpecs
+
+#: Every component kind of the method (DESIGN.md, "The method, as components"), with the contract
+#: (base class) a registered target must subclass.
+KINDS: dict[str, str] = {
+    "video_encoder": "sava_core.contracts:VideoEncoder",
+    "audio_encoder": "sava_core.contracts:AudioEncoder",
+    "text_encoder": "sava_core.contracts:TextEncoder",
+    "adapter": "sava_core.contracts:Adapter",
+    "mask": "sava_core.contracts:Mask",
+    "decoder": "sava_core.contracts:Decoder",
+    "projector": "sava_core.contracts:Projector",
+    "backbone": "sava_core.contracts:Backbone",
+    "sampler": "sava_core.contracts:Sampler",
+    "metric": "sava_core.contracts:Metric",
+    "dataset": "sava_core.contracts:Dataset",
+}
+
+
+def import_target(target: str) -> Any:
+    """Import ``"package.module:attr"`` and return the attribute."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise SavaError(f"bad target {target!r}: expected 'package.module:attribute'")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise SavaError(f"target {target!r}: module {module_name!r} has no attribute {attr!r}") from None
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a registration came from: entry-point name, distribution and its version."""
+
+    plugin: str
+    distribution: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"plugin {self.plugin!r} ({self.distribution} {self.version})"
+
+
+@dataclass(frozen=True)
+class ComponentEntry:
+    """One registered component: kind, short name, lazy targets and origin."""
+
+    kind: str
+    name: str
+    target: str
+    params: str | None
+    summary: str
+    origin: Origin
+
+    def load(self) -> type:
+        """Import the component class and check it against its kind's contract."""
+        cls = import_target(self.target)
+        base = import_target(KINDS[self.kind])
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise SavaError(
+                f"{self.kind} {self.name!r} from {self.origin}: {self.target} is not a subclass of "
+                f"{KINDS[self.kind]}"
+            )
+        return cls
+
+    def load_params(self) -> type[BaseModel]:
+        """The component's pydantic parameter model (imported without the component when possible)."""
+        model = import_target(self.params) if self.params else getattr(self.load(), "Params", None)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise SavaError(f"{self.kind} {self.name!r} from {self.origin} declares no pydantic Params model")
+        return model
+
+    def as_row(self) -> dict[str, str]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "plugin": self.origin.plugin,
+            "distribution": self.origin.distribution,
+            "version": self.origin.version,
+            "summary": self.summary,
+        }
+
+
+class Registry:
+    """The components of one kind, by short name."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, ComponentEntry] = {}
+
+    def add(self, entry: ComponentEntry) -> None:
+        if entry.name in self._entries:
+            first = self._entries[entry.name]
+            raise DuplicateComponentError(
+                f"{self.kind} {entry.name!r} is registered twice: by {first.origin} and by {entry.origin}. "
+                f"Block one of them with SAVA_BLOCK_PLUGINS=<plugin>."
+            )
+        self._entries[entry.name] = entry
+
+    def get(self, name: str) -> ComponentEntry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            names = self.names()
+            close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+            raise UnknownComponentError(self.kind, name, names, close) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entries(self) -> list[ComponentEntry]:
+        return [self._entries[n] for n in self.names()]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def build(self, name: str, params: dict[str, Any] | BaseModel | None = None, **runtime: Any) -> Any:
+        """Instantiate ``name`` with validated ``params`` and runtime arguments (sizes, devices)."""
+        entry = self.get(name)
+        model = entry.load_params()
+        if not isinstance(params, model):
+            params = model.model_validate(params or {})
+        return entry.load()(params, **runtime)
+
+
+@dataclass
+class PluginInfo:
+    """A plug-in that loaded, was blocked, or failed (with the reason)."""
+
+    name: str
+    distribution: str
+    version: str
+    status: str  # "loaded" | "failed" | "blocked"
+    reason: str = ""
+    components: int = 0
+
+
+class Registration:
+    """What a plug-in's ``sava_register`` receives: registers on behalf of one origin, atomically."""
+
+    def __init__(self, origin: Origin):
+        self.origin = origin
+        self.entries: list[ComponentEntry] = []
+
+    def register(self, kind: str, name: str, target: str, *, params: str | None = None, summary: str = "") -> None:
+        """Register ``name`` of ``kind`` implemented by lazy ``target`` ("module:attr")."""
+        if kind not in KINDS:
+            raise SavaError(f"{self.origin}: unknown component kind {kind!r}; kinds are {', '.join(KINDS)}")
+        if ":" not in target:
+            raise SavaError(f"{self.origin}: target {target!r} of {kind} {name!r} must be 'module:attr'")
+        self.entries.append(ComponentEntry(kind, name, target, params, summary, self.origin))
+
+
+@dataclass
+class Registries:
+    """All registries plus the report of which plug-ins loaded."""
+
+    kinds: dict[str, Registry] = field(default_factory=lambda: {k: Registry(k) for k in KINDS})
+    plugins: list[PluginInfo] = field(default_factory=list)
+
+    def __getitem__(self, kind: str) -> Registry:
+        try:
+            return self.kinds[kind]
+        except KeyError:
+            raise SavaError(f"unknown component kind {kind!r}; kinds are {', '.join(KINDS)}") from None
+
+    def entries(self, kind: str | None = None) -> list[ComponentEntry]:
+        kinds = [kind] if kind else list(KINDS)
+        return [e for k in kinds for e in self[k].entries()]
+
+    def failures(self) -> list[PluginInfo]:
+        return [p for p in self.plugins if p.status == "failed"]
+
+    def add_plugin(self, module: ModuleType | object, origin: Origin) -> PluginInfo:
+        """Run one plug-in's ``sava_register``; on any error record it and register nothing from it."""
+        manager = pluggy.PluginManager(PROJECT)
+        manager.add_hookspecs(HookSpecs)
+        info = PluginInfo(origin.plugin, origin.distribution, origin.version, "loaded")
+        registration = Registration(origin)
+        try:
+            manager.register(module, name=origin.plugin)
+            manager.hook.sava_register(registry=registration)
+            added: list[ComponentEntry] = []
+            try:
+                for entry in registration.entries:
+                    self[entry.kind].add(entry)
+                    added.append(entry)
+            except Exception:
+                for entry in added:  # all or nothing per plug-in
+                    del self[entry.kind]._entries[entry.name]
+                raise
+            info.components = len(registration.entries)
+        except Exception as exc:  # a broken plug-in must not take the others down
+            info.status, info.reason = "failed", f"{type(exc).__name__}: {exc}"
+        self.plugins.append(info)
+        return info
+
+
+def _env_list(name: str) -> set[str]:
+    return {part.strip() for part in os.environ.get(name, "").split(",") if part.strip()}
+
+
+def load_registries() -> Registries:
+    """Discover the ``sava.plugins`` entry points and run each plug-in's registration hook."""
+    registries = Registries()
+    autoload = os.environ.get("SAVA_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0")
+    wanted = _env_list("SAVA_PLUGINS")
+    blocked = _env_list("SAVA_BLOCK_PLUGINS")
+    eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+    seen: set[str] = set()
+    for ep in eps:
+        if ep.name in seen:  # the same distribution visible twice on sys.path
+            continue
+        seen.add(ep.name)
+        dist = ep.dist.name if ep.dist else "?"
+        version = ep.dist.version if ep.dist else "?"
+        if ep.name in blocked:
+            registries.plugins.append(PluginInfo(ep.name, dist, version, "blocked", "SAVA_BLOCK_PLUGINS"))
+            continue
+        if not autoload and ep.name not in wanted:
+            registries.plugins.append(
+                PluginInfo(ep.name, dist, version, "blocked", "SAVA_DISABLE_PLUGIN_AUTOLOAD (not in SAVA_PLUGINS)")
+            )
+            continue
+        origin = Origin(ep.name, dist, version)
+        try:
+            module = ep.load()
+        except Exception as exc:
+            registries.plugins.append(PluginInfo(ep.name, dist, version, "failed", f"{type(exc).__name__}: {exc}"))
+            continue
+        registries.add_plugin(module, origin)
+    return registries
+
+
+_REGISTRIES: Registries | None = None
+
+
+def get_registries() -> Registries:
+    """The process-wide registries, loaded on first use."""
+    global _REGISTRIES
+    if _REGISTRIES is None:
+        _REGISTRIES = load_registries()
+    return _REGISTRIES
+
+
+def reset_registries() -> None:
+    """Forget the loaded registries (the next :func:`get_registries` rediscovers plug-ins)."""
+    global _REGISTRIES
+    _REGISTRIES = None

@@ -1,0 +1,136 @@
+"""Stage I: masked latent alignment (Eq. 3-7), then the projector P_theta, then the audit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from sava_core.audit import audit
+from sava_core.config import Recipe
+from sava_core.contracts import LatentSplit
+from sava_core.errors import SavaError
+from sava_core.io import atomic_write_with
+from sava_core.losses import reconstruction_loss, stage1_loss
+from sava_core.registry import Registries
+from sava_core.training import EventLog, Trainer
+
+
+@dataclass
+class AlignOutput:
+    """Every intermediate of Eq. 3-6, each (B, T, ...)."""
+
+    zv: Tensor  # aligned video latent q_V(x_v), (B, T, d)
+    za: Tensor  # aligned audio latent q_A(x_a), (B, T, d)
+    mv: Tensor  # video mask M_V, (B, T, d) in [0, 1]
+    ma: Tensor  # audio mask M_A
+    hv: Tensor  # masked video latent M_V * z_v: the audio-guiding latent
+    ha: Tensor  # masked audio latent M_A * z_a
+    xa_hat: Tensor  # g_A(hv), (B, T, Da)
+    xv_hat: Tensor  # g_V(ha), (B, T, Dv)
+
+
+class AlignModel(nn.Module):
+    """Adapters, masks and cross-modal decoders of Stage I, built from the recipe's components."""
+
+    def __init__(self, recipe: Recipe, registries: Registries, video_dim: int, audio_dim: int):
+        super().__init__()
+        m, d = recipe.model, recipe.align.width
+        build = lambda kind, ref, **kw: registries[kind].build(ref.name, ref.params, **kw)  # noqa: E731
+        self.q_v = build("adapter", m.adapter, in_dim=video_dim, out_dim=d)
+        self.q_a = build("adapter", m.adapter, in_dim=audio_dim, out_dim=d)
+        self.m_v = build("mask", m.mask, dim=d)
+        self.m_a = build("mask", m.mask, dim=d)
+        self.g_a = build("decoder", m.decoder, in_dim=d, out_dim=audio_dim)
+        self.g_v = build("decoder", m.decoder, in_dim=d, out_dim=video_dim)
+
+    @property
+    def masked(self) -> bool:
+        return self.m_v.mode != "none"
+
+    def forward(self, xv: Tensor, xa: Tensor, partner_shift: int = 0) -> AlignOutput:
+        """``xv`` (B, T, Dv), ``xa`` (B, T, Da). ``partner_shift`` != 0 feeds each mask the partner
+        latent of another clip (``roll`` along the batch): the shuffled-partner leakage control."""
+        zv, za = self.q_v(xv), self.q_a(xa)
+        pa = za.roll(partner_shift, 0) if partner_shift else za
+        pv = zv.roll(partner_shift, 0) if partner_shift else zv
+        mv, ma = self.m_v(zv, pa), self.m_a(za, pv)
+        hv, ha = mv * zv, ma * za
+        return AlignOutput(zv, za, mv, ma, hv, ha, self.g_a(hv), self.g_v(ha))
+
+    def loss(self, xv: Tensor, xa: Tensor, alpha: float, lam: float) -> dict[str, Tensor]:
+        """Eq. 7 on a batch."""
+        out = self(xv, xa)
+        masks = (out.mv, out.ma) if self.masked else (None, None)
+        return stage1_loss(xv=xv, xa=xa, xv_hat=out.xv_hat, xa_hat=out.xa_hat, zv=out.zv, za=out.za,
+                           mv=masks[0], ma=masks[1], alpha=alpha, lam=lam)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SavaError("device: cuda was asked for but no CUDA device is visible; set device=cpu or device=auto")
+    return torch.device(name)
+
+
+def load_latents(recipe: Recipe, registries: Registries, device: torch.device) -> dict[str, LatentSplit]:
+    """The dataset's train / val / test splits as encoder latents on ``device``."""
+    data = registries["dataset"].build(recipe.data.name, recipe.data.params)
+    if not data.provides_latents:
+        raise SavaError(
+            f"data: dataset {recipe.data.name!r} provides media, and the align stage reads encoder latents; "
+            "use a latent dataset such as factor_world"
+        )
+    out = {}
+    for split in ("train", "val", "test"):
+        s = data.latents(split)
+        out[split] = LatentSplit(s.video.to(device), s.audio.to(device),
+                                 {k: v.to(device) for k, v in s.factors.items()}, s.captions)
+    return out
+
+
+def run(recipe: Recipe, cell_dir, registries: Registries, resume: bool = False) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Train Stage I and P_theta for one seed, save the weights, and return the audit metrics."""
+    device = resolve_device(recipe.device)
+    splits = load_latents(recipe, registries, device)
+    train, val = splits["train"], splits["val"]
+    cfg = recipe.align
+    torch.manual_seed(recipe.seed)
+    model = AlignModel(recipe, registries, train.video.shape[-1], train.audio.shape[-1]).to(device)
+    events = EventLog(cell_dir / "log.jsonl")
+    ckpt = cell_dir / "checkpoints"
+
+    def align_loss(idx: Tensor) -> dict[str, Tensor]:
+        return model.loss(train.video[idx], train.audio[idx], cfg.loss.alpha, cfg.loss.lam)
+
+    def align_val() -> dict[str, float]:
+        return {k: float(v) for k, v in model.loss(val.video, val.audio, cfg.loss.alpha, cfg.loss.lam).items()}
+
+    Trainer(model, cfg.train, seed=recipe.seed, checkpoint=ckpt / "align.safetensors", events=events,
+            name="align").fit(align_loss, len(train), validate=align_val, resume=resume)
+    model.requires_grad_(False).eval()
+
+    # P_theta: from the video latent alone, predict the masked latent Stage I computes with both
+    with torch.no_grad():
+        target_train = model(train.video, train.audio).hv
+        target_val = model(val.video, val.audio).hv
+    projector = registries["projector"].build(recipe.model.projector.name, recipe.model.projector.params,
+                                              in_dim=train.video.shape[-1], out_dim=cfg.width).to(device)
+
+    def proj_loss(idx: Tensor) -> dict[str, Tensor]:
+        return {"loss": reconstruction_loss(projector(train.video[idx]), target_train[idx])}
+
+    def proj_val() -> dict[str, float]:
+        return {"loss": float(reconstruction_loss(projector(val.video), target_val))}
+
+    Trainer(projector, cfg.projector_train, seed=recipe.seed + 1, checkpoint=ckpt / "projector.safetensors",
+            events=events, name="projector").fit(proj_loss, len(train), validate=proj_val, resume=resume)
+    projector.requires_grad_(False).eval()
+
+    weights = {f"align.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    weights |= {f"projector.{k}": v.contiguous() for k, v in projector.state_dict().items()}
+    atomic_write_with(cell_dir / "model.safetensors", lambda tmp: save_file(weights, str(tmp)))
+    return audit(model, projector, splits["train"], splits["test"], cfg.probe)
