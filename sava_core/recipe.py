@@ -148,11 +148,8 @@ def check(data: dict[str, Any], registries: Registries | None = None, prefix: st
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         problems += _pydantic_problems(exc, prefix.rstrip("."))
-    defaults = {"model": ModelSection().model_dump()}
     for path, kind in component_paths():
         ref = _get(data, path)
-        if ref is None:  # absent: the schema default (if any) applies
-            ref = _get(defaults, path)
         if not isinstance(ref, dict) or not isinstance(ref.get("name"), str):
             continue  # pass 1 reports the structural problem
         try:
@@ -223,9 +220,25 @@ def recipe_hash(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def with_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill in the default components of ``model`` so that an override such as
+    ``model.mask.params.hard=true`` refines the default mask instead of replacing it."""
+    model = data.get("model", {})
+    if not isinstance(model, dict):
+        return data  # pass 1 reports it
+    return {**data, "model": _deep_merge(ModelSection().model_dump(), model)}
+
+
 def plan(path: str | Path, overrides: list[str] | None = None, registries: Registries | None = None) -> Plan:
     """Load, override, validate (every variant too) and expand a recipe; raise :class:`RecipeError`."""
-    data = apply_overrides(load_yaml(path), overrides or [])
+    data = apply_overrides(with_defaults(load_yaml(path)), overrides or [])
     registries = registries or get_registries()
     base, problems = check(data, registries)
     if base is None:

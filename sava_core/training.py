@@ -93,7 +93,7 @@ class Trainer:
         return terms
 
     def _diverged(self, terms: dict[str, Tensor]) -> None:
-        values = {k: float(v) for k, v in terms.items()}
+        values = {k: float(v.detach()) for k, v in terms.items()}
         kept = (
             f"The last good checkpoint is kept at {self.checkpoint}."
             if self.checkpoint and self.checkpoint.exists()

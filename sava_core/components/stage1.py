@@ -66,10 +66,19 @@ class MLPProjector(Projector):
         return self.net(z)
 
 
+class _StraightThrough(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, soft: Tensor, threshold: float) -> Tensor:  # type: ignore[override]
+        return (soft > threshold).to(soft.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return grad, None
+
+
 def straight_through(soft: Tensor, threshold: float) -> Tensor:
-    """Forward: ``soft > threshold`` as 0/1. Backward: the gradient of ``soft`` (straight-through)."""
-    hard = (soft > threshold).to(soft.dtype)
-    return hard + soft - soft.detach()
+    """Forward: exactly ``soft > threshold`` as 0/1. Backward: the gradient of ``soft`` (straight-through)."""
+    return _StraightThrough.apply(soft, threshold)
 
 
 class MLPMask(Mask):

@@ -1,0 +1,14 @@
+"""Registration: kept free of torch imports so `sava list` stays fast."""
+
+from sava_core.plugin import hookimpl
+
+
+@hookimpl
+def sava_register(registry):
+    registry.register(
+        "adapter",
+        "gated_linear",
+        "sava_example_plugin.adapter:GatedLinearAdapter",
+        params="sava_example_plugin.params:GatedLinearParams",
+        summary="example plug-in: linear map times a sigmoid gate",
+    )

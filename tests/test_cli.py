@@ -1,0 +1,106 @@
+"""The `sava` command: light start-up, readable errors with exit code 2, plug-ins, run directories."""
+
+from __future__ import annotations
+
+import json
+import sys
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import EXAMPLE_PLUGIN, REPO, TINY, run_cli
+
+HEAVY = ("torch", "diffusers", "transformers")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["validate", "recipes/quickstart.yaml"], ["plugins"]])
+def test_listing_and_validating_never_import_heavy_libraries(args):
+    code = (
+        "import sys, json\n"
+        f"sys.argv = ['sava', *{args!r}]\n"
+        "from sava_cli.main import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_validate_reports_three_mistakes_with_paths_and_exits_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: bad\n"
+        "data: {name: factor_world}\n"
+        "model:\n  mask: {name: jointt}\n  adapter: {name: mlp, params: {hidden: lots}}\n"
+        "align: {widht: 16}\n"
+    )
+    out = run_cli("validate", str(bad))
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    for path in ("model.mask.name", "model.adapter.params.hidden", "align.widht"):
+        assert path in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["validate", "no/such/recipe.yaml"], "recipe not found"),
+        (["run", "quickstart", "oops"], "bad override"),
+        (["list", "widget"], "unknown component kind 'widget'"),
+        (["cp", "no-such-recipe", "x.yaml"], "no shipped recipe"),
+    ],
+)
+def test_user_mistakes_exit_2_without_traceback(args, message, tmp_path):
+    out = run_cli(*args, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    out = run_cli("--debug", "validate", "missing.yaml", cwd=tmp_path)
+    assert out.returncode != 0 and "Traceback" in out.stderr
+
+
+def test_list_shows_origin_and_json(example_site):
+    out = run_cli("list", "adapter", "--json", extra_path=[example_site, EXAMPLE_PLUGIN])
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["mlp"]["plugin"] == "core" and rows["mlp"]["distribution"] == "sava"
+    assert rows["gated_linear"] | {"summary": ""} == {
+        "kind": "adapter", "name": "gated_linear", "plugin": "example", "distribution": "sava-example-plugin",
+        "version": "0.3.0", "summary": ""}
+
+
+def test_a_broken_plugin_is_listed_with_its_error_and_the_rest_still_works(broken_site):
+    plugins = run_cli("plugins", extra_path=[broken_site])
+    assert plugins.returncode == 0
+    assert "failed" in plugins.stdout and "this plug-in is broken on purpose" in plugins.stdout
+    listing = run_cli("list", extra_path=[broken_site])
+    assert listing.returncode == 0 and "factor_world" in listing.stdout and "mlp" in listing.stdout
+    assert "broken" in listing.stderr  # a warning, not silence
+    blocked = run_cli("--block-plugin", "broken", "plugins", extra_path=[broken_site])
+    assert "blocked" in blocked.stdout and "failed" not in blocked.stdout
+
+
+def test_the_example_plugin_runs_from_a_recipe(example_site, tmp_path):
+    out = run_cli("run", "recipes/quickstart.yaml", *TINY, "model.adapter.name=gated_linear",
+                  "model.adapter.params={gate_bias: 1.0}", "--out", str(tmp_path / "run"),
+                  extra_path=[example_site, EXAMPLE_PLUGIN], cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    resolved = yaml.safe_load((tmp_path / "run" / "resolved.yaml").read_text())
+    assert resolved["model"]["adapter"]["name"] == "gated_linear"
+    env = json.loads((tmp_path / "run" / "environment.json").read_text())
+    assert {"name": "example", "distribution": "sava-example-plugin", "version": "0.3.0", "status": "loaded",
+            "reason": ""} in env["plugins"]
+    assert (tmp_path / "run" / "runs" / "joint_hard" / "seed-0" / "metrics.json").exists()
+
+
+def test_cp_copies_a_shipped_recipe(tmp_path):
+    out = run_cli("cp", "quickstart", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "quickstart.yaml").read_text() == (REPO / "recipes" / "quickstart.yaml").read_text()
+    again = run_cli("cp", "quickstart", str(tmp_path))
+    assert again.returncode == 2 and "--force" in again.stderr

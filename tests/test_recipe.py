@@ -1,0 +1,85 @@
+"""Recipes: safe YAML, overrides, two-pass validation with YAML paths, the variant x sweep x seed grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sava_core.errors import RecipeError, SavaError
+from sava_core.recipe import apply_overrides, plan
+
+REPO = Path(__file__).parent.parent
+SHIPPED = sorted((REPO / "recipes").rglob("*.yaml"))
+
+
+def write(tmp_path: Path, data: dict | str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+BASE = {"name": "t", "data": {"name": "factor_world", "params": {}}}
+
+
+def test_overrides_set_nested_keys_with_yaml_values_and_delete():
+    data = {"a": {"b": 1, "c": [1, 2]}, "d": "x"}
+    out = apply_overrides(data, ["a.b=2.5", "a.e.f=true", "a.c.1=7", "~d", "g=[1, 2]", "h=null"])
+    assert out == {"a": {"b": 2.5, "c": [1, 7], "e": {"f": True}}, "g": [1, 2], "h": None}
+    assert data["a"]["b"] == 1  # the input is not modified
+    with pytest.raises(SavaError, match="expected 'dotted.key=value'"):
+        apply_overrides(data, ["novalue"])
+    with pytest.raises(SavaError, match="does not exist"):
+        apply_overrides(data, ["~zzz"])
+
+
+def test_three_mistakes_are_reported_at_once_with_their_yaml_paths(tmp_path):
+    recipe = write(tmp_path, {**BASE, "lerning_rate": 0.1,
+                              "model": {"mask": {"name": "mlpp"}, "adapter": {"name": "mlp", "params": {"hidden": "wide"}}}})
+    with pytest.raises(RecipeError) as err:
+        plan(recipe)
+    paths = {p.path for p in err.value.problems}
+    assert paths == {"lerning_rate", "model.mask.name", "model.adapter.params.hidden"}
+    text = str(err.value)
+    assert "Did you mean 'mlp'?" in text and "unknown key" in text and "valid integer" in text
+
+
+def test_variants_sweeps_and_seeds_make_a_grid(tmp_path):
+    recipe = write(tmp_path, {**BASE, "seeds": [0, 1], "variants": {"none": ["model.mask.params.mode=none"], "joint": []},
+                              "sweep": {"align.loss.alpha": [0.01, 1.0]}})
+    p = plan(recipe, ["align.width=8"])
+    assert len(p.cells) == 2 * 2 * 2
+    assert p.variants == ["none,alpha=0.01", "none,alpha=1.0", "joint,alpha=0.01", "joint,alpha=1.0"]
+    cell = next(c for c in p.cells if c.variant == "none,alpha=1.0" and c.seed == 1)
+    assert cell.recipe.model.mask.params == {"mode": "none"}
+    assert cell.recipe.align.loss.alpha == 1.0 and cell.recipe.align.width == 8 and cell.recipe.seed == 1
+    assert p.resolved["align"]["width"] == 8  # command-line overrides are part of the resolved recipe
+
+
+def test_a_bad_variant_is_reported_with_its_name(tmp_path):
+    recipe = write(tmp_path, {**BASE, "variants": {"bad": ["model.mask.params.mode=sideways"], "good": []}})
+    with pytest.raises(RecipeError) as err:
+        plan(recipe)
+    assert [p.path for p in err.value.problems] == ["variants.bad -> model.mask.params.mode"]
+
+
+def test_the_hash_changes_with_the_recipe(tmp_path):
+    recipe = write(tmp_path, BASE)
+    assert plan(recipe).hash == plan(recipe).hash != plan(recipe, ["align.width=16"]).hash
+
+
+def test_a_recipe_cannot_run_code(tmp_path):
+    recipe = write(tmp_path, "name: !!python/object/apply:os.system ['echo pwned']\ndata: {name: factor_world}\n")
+    with pytest.raises(SavaError, match="not valid YAML"):
+        plan(recipe)
+    recipe = write(tmp_path, {**BASE, "model": {"adapter": {"name": "os:system"}}})
+    with pytest.raises(RecipeError, match="unknown adapter 'os:system'"):
+        plan(recipe)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(REPO)) for p in SHIPPED])
+def test_every_shipped_recipe_validates_and_names_its_command(path):
+    first = path.read_text().splitlines()[0]
+    assert first == f"# sava run {path.relative_to(REPO)}", "a shipped recipe starts with the command that runs it"
+    assert plan(path).cells

@@ -1,0 +1,171 @@
+"""Stage I: masks, Eq. 7, the factor world, reproducible training, divergence, resume, run directories."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, TINY
+from sava_core.components.params import MaskParams
+from sava_core.components.stage1 import MLPMask
+from sava_core.errors import SavaError, TrainingDiverged
+from sava_core.io import atomic_write_text
+from sava_core.losses import alignment_loss, mask_density, reconstruction_loss, stage1_loss
+from sava_core.recipe import plan
+from sava_core.registry import get_registries
+from sava_core.runner import run_plan
+from sava_core.training import Trainer
+
+QUICKSTART = REPO / "recipes" / "quickstart.yaml"
+
+
+@pytest.mark.parametrize("mode", ["none", "video_only", "joint"])
+@pytest.mark.parametrize("hard", [False, True])
+def test_mask_variants_shape_and_range(mode, hard):
+    torch.manual_seed(0)
+    mask = MLPMask(MaskParams(mode=mode, hard=hard, init_open=0.0), dim=6)
+    own, partner = torch.randn(3, 4, 6), torch.randn(3, 4, 6)
+    m = mask(own, partner)
+    assert m.shape == (3, 4, 6) and m.min() >= 0 and m.max() <= 1
+    if mode == "none":
+        assert torch.equal(m, torch.ones_like(m))
+    if hard:
+        assert set(m.unique().tolist()) <= {0.0, 1.0}
+    changed = not torch.equal(m, mask(own, torch.randn(3, 4, 6)))
+    assert changed == (mode == "joint")  # only the joint mask looks at the partner
+
+
+def test_hard_mask_has_a_straight_through_gradient():
+    torch.manual_seed(0)
+    hard, soft = MLPMask(MaskParams(mode="video_only", hard=True), dim=5), MLPMask(MaskParams(mode="video_only"), dim=5)
+    soft.load_state_dict(hard.state_dict())
+    own = torch.randn(2, 3, 5, requires_grad=True)
+    w = torch.randn(2, 3, 5)
+    g_hard, = torch.autograd.grad((hard(own, own) * w).sum(), own)
+    g_soft, = torch.autograd.grad((soft(own, own) * w).sum(), own)
+    assert torch.allclose(g_hard, g_soft)  # forward thresholds, backward is the sigmoid's gradient
+    assert torch.equal(hard(own, own), (soft(own, own) > 0.5).float())
+
+
+def test_partner_stop_grad_blocks_the_gradient_into_the_partner():
+    mask = MLPMask(MaskParams(mode="joint", partner_stop_grad=True), dim=4)
+    partner = torch.randn(2, 3, 4, requires_grad=True)
+    mask(torch.randn(2, 3, 4), partner).sum().backward()
+    assert partner.grad is None
+
+
+def test_eq7_terms_on_a_hand_computed_case():
+    xv, xa = torch.tensor([[[1.0, 2.0]]]), torch.tensor([[[0.0, 1.0, 2.0]]])
+    xv_hat, xa_hat = torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[1.0, 1.0, 0.0]]])
+    zv, za = torch.tensor([[[3.0, 0.0]]]), torch.tensor([[[0.0, 2.0]]])
+    mv, ma = torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[0.5, 0.5]]])
+    assert reconstruction_loss(xa_hat, xa) == 1 + 0 + 4  # summed over features
+    assert alignment_loss(zv, za) == pytest.approx(2.0)  # |(1,0) - (0,1)|^2
+    assert mask_density(mv) == 0.5 and mask_density(ma) == 0.5
+    t = stage1_loss(xv=xv, xa=xa, xv_hat=xv_hat, xa_hat=xa_hat, zv=zv, za=za, mv=mv, ma=ma, alpha=0.1, lam=5.0)
+    assert float(t["rec_v"]) == 4.0 and float(t["rec_a"]) == 5.0
+    assert float(t["loss"]) == pytest.approx(5 + 4 + 0.1 * 2 + 5 * (0.5 + 0.5))
+    no_mask = stage1_loss(xv=xv, xa=xa, xv_hat=xv_hat, xa_hat=xa_hat, zv=zv, za=za, mv=None, ma=None, alpha=0.1, lam=5.0)
+    assert float(no_mask["loss"]) == pytest.approx(9.2)
+
+
+def test_factor_world_is_seeded_and_returns_its_factors():
+    build = lambda **p: get_registries()["dataset"].build("factor_world", {"n_train": 20, "n_val": 10, "n_test": 10, **p})
+    world = build(n_shared=3, n_video=2, n_audio=5, d=12, length=6)
+    test = world.latents("test")
+    assert test.video.shape == (10, 6, 12) and test.audio.shape == (10, 6, 12)
+    assert {k: v.shape[-1] for k, v in test.factors.items()} == {"shared": 3, "video": 2, "audio": 5}
+    assert torch.equal(build(seed=3).latents("train").video, build(seed=3).latents("train").video)
+    assert not torch.equal(build(seed=3).latents("train").video, build(seed=4).latents("train").video)
+
+
+def _run(tmp_path: Path, *overrides: str, name: str = "run", resume: bool = False):
+    return run_plan(plan(QUICKSTART, [*TINY, *overrides]), tmp_path / name, resume=resume)
+
+
+def test_a_run_writes_its_directory(tmp_path):
+    result = _run(tmp_path, "seeds=[0, 1]", "data.params.n_shared=6", "data.params.d=48")
+    out = tmp_path / "run"
+    assert (out / "resolved.yaml").read_text().startswith("# recipe hash: ")
+    assert yaml.safe_load((out / "resolved.yaml").read_text())["data"]["params"]["d"] == 48
+    env = json.loads((out / "environment.json").read_text())
+    assert {"python", "torch", "cuda", "platform", "plugins"} <= set(env)
+    for variant in ("none", "joint_hard"):
+        for seed in (0, 1):
+            metrics = json.loads((out / "runs" / variant / f"seed-{seed}" / "metrics.json").read_text())
+            assert {"shared_r2", "specific_r2", "leak_r2", "xrec", "xrec_shuffled", "density", "proj_r2"} <= set(metrics)
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["variant"], r["seed"]) for r in rows] == [("none", "0"), ("none", "1"), ("joint_hard", "0"), ("joint_hard", "1")]
+    assert "| joint_hard | 2 |" in (out / "results.md").read_text() and "| joint_hard | 2 |" in result.table
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_training_is_reproducible_on_the_cpu(tmp_path):
+    a = _run(tmp_path, name="a").cells
+    b = _run(tmp_path, name="b").cells
+    assert a == b
+    assert _run(tmp_path, "seeds=[1]", name="c").cells != a
+
+
+def test_an_existing_run_directory_is_not_overwritten(tmp_path):
+    _run(tmp_path)
+    with pytest.raises(SavaError, match="already holds files"):
+        _run(tmp_path)
+    with pytest.raises(SavaError, match="different recipe"):
+        _run(tmp_path, "align.width=8", resume=True)
+
+
+def test_a_non_finite_loss_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    original = Trainer.train_step
+
+    def poisoned(self, loss_fn, idx):
+        if self.name == "align" and self.step == 25:
+            return original(self, lambda i: {k: v * float("nan") for k, v in loss_fn(i).items()}, idx)
+        return original(self, loss_fn, idx)
+
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    with pytest.raises(TrainingDiverged, match="non-finite at step 25") as err:
+        _run(tmp_path)
+    assert "last good checkpoint is kept" in str(err.value)
+    ckpt = tmp_path / "run" / "runs" / "none" / "seed-0" / "checkpoints" / "align.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt), "pt") as fh:
+        assert fh.metadata()["step"] == "20"
+
+
+def test_resume_after_an_interruption_gives_the_same_metrics(tmp_path, monkeypatch):
+    uninterrupted = _run(tmp_path, name="whole").cells
+    original = Trainer.train_step
+
+    def interrupt(self, loss_fn, idx):
+        if self.name == "align" and self.step == 15 and "joint_hard" in str(self.checkpoint):
+            raise KeyboardInterrupt
+        return original(self, loss_fn, idx)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, name="cut")
+    monkeypatch.setattr(Trainer, "train_step", original)
+    assert (tmp_path / "cut" / "runs" / "none" / "seed-0" / "metrics.json").exists()
+    assert not (tmp_path / "cut" / "runs" / "joint_hard" / "seed-0" / "metrics.json").exists()
+    resumed = _run(tmp_path, name="cut", resume=True).cells
+    assert resumed == uninterrupted
+
+
+def test_atomic_writes_leave_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.json"
+    atomic_write_text(path, "old")
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_text(path, "new")
+    assert path.read_text() == "old" and list(tmp_path.iterdir()) == [path]
