@@ -60,7 +60,8 @@ def stage1_loss(
     }
     loss = terms["rec_a"] + terms["rec_v"] + alpha * terms["align"]
     if mv is not None and ma is not None:
-        terms["density"] = 0.5 * (mask_density(mv) + mask_density(ma))
-        loss = loss + lam * (mask_density(mv) + mask_density(ma))
+        sparsity = mask_density(mv) + mask_density(ma)
+        terms["density"] = 0.5 * sparsity
+        loss = loss + lam * sparsity
     terms["loss"] = loss
     return terms
