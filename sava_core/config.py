@@ -54,6 +54,10 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0)
     val_every: int = Field(250, ge=1, description="steps between validation losses")
     checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches of batch_size per update")
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = Field(
+        None, description="None: what `accelerate launch` / `accelerate config` says (default: no)"
+    )
 
 
 class ProbeConfig(StrictModel):
@@ -71,6 +75,12 @@ class AlignConfig(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     projector_train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=600))
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
+
+
+class TrackingConfig(StrictModel):
+    """Experiment tracking through Accelerate's trackers; logs go to each run's ``tracking/``."""
+
+    backend: Literal["tensorboard", "wandb", "mlflow", "none"] = "tensorboard"
 
 
 class ReportConfig(StrictModel):
@@ -97,4 +107,5 @@ class Recipe(StrictModel):
     variants: dict[str, list[str]] = Field(default_factory=dict, description="name -> key=value overrides")
     sweep: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values (a grid)")
     report: ReportConfig = Field(default_factory=ReportConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -217,14 +217,40 @@ class LatentSplit:
         return self.video.shape[0]
 
 
+@dataclass
+class Clip:
+    """One decoded clip (or segment).
+
+    ``video`` (F, 3, H, W) float in [0, 1] at ``fps`` frames per second; ``audio`` (C, S) float in
+    [-1, 1] at ``sample_rate`` Hz; both start at the same instant. ``meta`` holds ground truth where
+    the dataset knows it (event times in seconds, classes) and provenance (source path, start time).
+    """
+
+    video: Tensor
+    audio: Tensor
+    fps: float
+    sample_rate: int
+    caption: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        """Seconds of video (F / fps)."""
+        return self.video.shape[0] / self.fps
+
+
 class Dataset(Component, ABC):
     """Clips with captions, split into ``splits`` (train / val / test).
 
-    A dataset whose samples are already frozen-encoder outputs (a synthetic factor world, a latent
-    cache) implements :meth:`latents`.
+    A media dataset implements :meth:`media`; a dataset whose samples are already frozen-encoder
+    outputs (a synthetic factor world, a latent cache) implements :meth:`latents`.
     """
 
     splits: tuple[str, ...] = ("train", "val", "test")
+
+    def media(self, split: str) -> torch.utils.data.Dataset[Clip]:
+        """The split as a map-style dataset of :class:`Clip` (usable with DataLoader workers)."""
+        raise NotImplementedError(f"{type(self).__name__} provides latents, not media")
 
     def latents(self, split: str) -> LatentSplit:
         """The split as encoder latents; media datasets are encoded by the recipe's encoders instead."""
@@ -233,3 +259,7 @@ class Dataset(Component, ABC):
     @property
     def provides_latents(self) -> bool:
         return type(self).latents is not Dataset.latents
+
+    @property
+    def provides_media(self) -> bool:
+        return type(self).media is not Dataset.media

@@ -34,7 +34,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:

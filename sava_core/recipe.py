@@ -238,7 +238,14 @@ def with_defaults(data: dict[str, Any]) -> dict[str, Any]:
 
 def plan(path: str | Path, overrides: list[str] | None = None, registries: Registries | None = None) -> Plan:
     """Load, override, validate (every variant too) and expand a recipe; raise :class:`RecipeError`."""
-    data = apply_overrides(with_defaults(load_yaml(path)), overrides or [])
+    return plan_data(load_yaml(path), overrides, registries, source=str(path))
+
+
+def plan_data(data: dict[str, Any], overrides: list[str] | None = None, registries: Registries | None = None,
+              source: str = "recipe") -> Plan:
+    """:func:`plan` for a recipe already read into a mapping."""
+    path = source
+    data = apply_overrides(with_defaults(data), overrides or [])
     registries = registries or get_registries()
     base, problems = check(data, registries)
     if base is None:

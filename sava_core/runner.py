@@ -1,4 +1,6 @@
-"""Runs a validated :class:`~sava_core.recipe.Plan`: every variant x seed cell, then the table."""
+"""Runs a validated :class:`~sava_core.recipe.Plan`: every variant x seed cell (or one shard of
+them), then the comparison table. Works under ``accelerate launch``: every process trains, the
+main process writes."""
 
 from __future__ import annotations
 
@@ -6,10 +8,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from sava_core.errors import SavaError
 from sava_core.io import atomic_write_json, atomic_write_text
-from sava_core.recipe import Plan
+from sava_core.recipe import Cell, Plan
 from sava_core.registry import Registries, get_registries, import_target
 from sava_core.rundir import cell_dir, environment, read_metrics, read_resolved_hash, write_resolved, write_results
 from sava_core.stages import STAGES
@@ -24,8 +29,27 @@ class RunResult:
     cells: list[tuple[str, int, dict[str, float]]]
 
 
-def prepare_out(out: Path, plan: Plan, resume: bool) -> None:
-    """Create ``out``, or check that a resumed one belongs to the same resolved recipe."""
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` (1 <= I <= N) -> (I, N)."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise SavaError(f"--shard {text!r}: expected I/N, e.g. 1/4") from None
+    if not 1 <= i <= n:
+        raise SavaError(f"--shard {text!r}: I must be between 1 and N")
+    return i, n
+
+
+def shard_cells(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
+    """The I-th of N disjoint parts of the grid (round-robin, so each part mixes variants)."""
+    if shard is None:
+        return cells
+    i, n = shard
+    return [c for k, c in enumerate(cells) if k % n == i - 1]
+
+
+def check_out(out: Path, plan: Plan, resume: bool) -> None:
+    """Refuse to overwrite a run; on resume, insist on the same resolved recipe."""
     if resume:
         if not out.exists():
             raise SavaError(f"--resume: {out} does not exist; run without --resume to start it")
@@ -37,7 +61,6 @@ def prepare_out(out: Path, plan: Plan, resume: bool) -> None:
             )
     elif out.exists() and any(out.iterdir()):
         raise SavaError(f"--out {out} already holds files; pass --resume to continue that run or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def _file_logger(out: Path) -> logging.Handler:
@@ -48,41 +71,73 @@ def _file_logger(out: Path) -> logging.Handler:
     return handler
 
 
-def run_plan(plan: Plan, out: Path, *, resume: bool = False, registries: Registries | None = None) -> RunResult:
-    """Run every cell of ``plan`` under ``out`` (skipping finished cells on resume) and write results."""
+def run_plan(
+    plan: Plan,
+    out: Path,
+    *,
+    resume: bool = False,
+    shard: tuple[int, int] | None = None,
+    registries: Registries | None = None,
+) -> RunResult:
+    """Run the cells of ``plan`` (one shard of them if given) under ``out``; skip finished cells on
+    resume; write the results of the cells run here."""
+    from accelerate import PartialState
+
+    from sava_core.stages.align import use_cpu
+
+    state = PartialState(cpu=use_cpu(plan.cells[0].recipe.device))
+    main = state.is_main_process
     registries = registries or get_registries()
-    prepare_out(out, plan, resume)
-    handler = _file_logger(out)
-    try:
+    check_out(out, plan, resume)
+    state.wait_for_everyone()
+    handler = None
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        handler = _file_logger(out)
         write_resolved(out, plan.resolved, plan.hash)
-        atomic_write_json(out / "environment.json", environment(registries))
+        atomic_write_json(out / "environment.json", environment(registries) | {"processes": state.num_processes})
+        if shard:
+            atomic_write_json(out / "shard.json", {"index": shard[0], "count": shard[1]})
+    state.wait_for_everyone()
+    try:
+        cells = shard_cells(plan.cells, shard)
         done: list[tuple[str, int, dict[str, float]]] = []
-        for i, cell in enumerate(plan.cells, 1):
+        for i, cell in enumerate(cells, 1):
             folder = cell_dir(out, cell.variant, cell.seed)
             metrics_path = folder / "metrics.json"
             previous = read_metrics(metrics_path) if resume else None
             if previous is not None:
-                log.info("[%d/%d] %s: finished earlier, kept", i, len(plan.cells), cell.key)
+                log.info("[%d/%d] %s: finished earlier, kept", i, len(cells), cell.key)
                 done.append((cell.variant, cell.seed, previous))
                 continue
-            log.info("[%d/%d] %s", i, len(plan.cells), cell.key)
-            print(f"[{i}/{len(plan.cells)}] {cell.key}", flush=True)
-            folder.mkdir(parents=True, exist_ok=True)
-            import yaml
-
-            atomic_write_text(folder / "recipe.yaml", yaml.safe_dump(cell.recipe.model_dump(mode="json"), sort_keys=False))
+            if main:
+                log.info("[%d/%d] %s", i, len(cells), cell.key)
+                print(f"[{i}/{len(cells)}] {cell.key}", flush=True)
+                folder.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(folder / "recipe.yaml", yaml.safe_dump(cell.recipe.model_dump(mode="json"), sort_keys=False))
+            state.wait_for_everyone()
             metrics: dict[str, float] = {}
             for stage in cell.recipe.stages:
                 metrics |= import_target(STAGES[stage])(cell.recipe, folder, registries, resume=resume)
-            atomic_write_json(metrics_path, metrics)
+            if main:
+                atomic_write_json(metrics_path, metrics)
             done.append((cell.variant, cell.seed, metrics))
-        base = plan.cells[0].recipe
-        table = write_results(out, done, title=base.name, columns=base.report.columns or None,
-                              sweep=plan.resolved.get("sweep") or {}, plot=base.report.plot)
+        table = ""
+        if main:
+            table = write_report(out, plan, done)
+        state.wait_for_everyone()
         return RunResult(out, table, done)
     finally:
-        log.removeHandler(handler)
-        handler.close()
+        if handler:
+            log.removeHandler(handler)
+            handler.close()
+
+
+def write_report(out: Path, plan: Plan, done: list[tuple[str, int, dict[str, float]]]) -> str:
+    """results.csv / results.md / plots of ``done`` cells, in the plan's order."""
+    base = plan.cells[0].recipe
+    return write_results(out, done, title=base.name, columns=base.report.columns or None,
+                         sweep=plan.resolved.get("sweep") or {}, plot=base.report.plot)
 
 
 def default_out(recipe_name: str) -> Path:
@@ -91,3 +146,54 @@ def default_out(recipe_name: str) -> Path:
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     return Path(os.environ.get("SAVA_RUNS", "runs")) / f"{recipe_name}-{stamp}"
+
+
+GRID_KEYS = ("variants", "sweep", "seeds", "seed")
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = list(dict.fromkeys([*a, *b]))
+        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def merge_runs(dirs: list[Path], out: Path, *, partial: bool = False) -> RunResult:
+    """Merge run directories (e.g. shards of one grid) into one results table under ``out``.
+
+    Refuses runs whose resolved recipes differ outside the grid's keys (variants, sweep, seeds).
+    Cells are ordered as in the first run's grid; a cell of that grid found in no directory is an
+    error unless ``partial``."""
+    from sava_core.recipe import plan_data
+
+    recipes = []
+    for d in dirs:
+        path = d / "resolved.yaml"
+        if not path.is_file():
+            raise SavaError(f"{d} is not a run directory (no resolved.yaml)")
+        recipes.append(yaml.safe_load(path.read_text()))
+    core = lambda r: {k: v for k, v in r.items() if k not in GRID_KEYS}  # noqa: E731
+    for d, r in zip(dirs[1:], recipes[1:]):
+        diff = _differences(core(recipes[0]), core(r))
+        if diff:
+            raise SavaError(f"cannot merge {dirs[0]} and {d}: their recipes differ outside the grid at {', '.join(diff)}")
+    plan = plan_data(recipes[0], source=str(dirs[0] / "resolved.yaml"))
+    found: dict[tuple[str, int], tuple[Path, dict[str, float]]] = {}
+    for d in dirs:
+        for metrics_path in sorted((d / "runs").glob("*/seed-*/metrics.json")):
+            metrics = read_metrics(metrics_path)
+            if metrics is None:
+                continue
+            key = (metrics_path.parent.parent.name, int(metrics_path.parent.name.removeprefix("seed-")))
+            if key in found and found[key][1] != metrics:
+                raise SavaError(f"{key[0]}/seed-{key[1]} is in {found[key][0]} and {d} with different metrics")
+            found.setdefault(key, (d, metrics))
+    order = [(c.variant, c.seed) for c in plan.cells]
+    missing = [f"{v}/seed-{s}" for v, s in order if (v, s) not in found]
+    if missing and not partial:
+        raise SavaError(f"missing runs (not finished in any directory): {', '.join(missing)}; pass --partial to merge anyway")
+    order += [k for k in found if k not in order]
+    done = [(v, s, found[(v, s)][1]) for v, s in order if (v, s) in found]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "merged_from.json", {"runs": [str(d) for d in dirs], "recipe_hash": plan.hash})
+    return RunResult(out, write_report(out, plan, done), done)

@@ -1,15 +1,21 @@
-"""A small, reproducible trainer: seeded batches, periodic validation, safetensors checkpoints,
-exact resume, and a clear stop on a non-finite loss (the last good checkpoint is kept).
+"""A small, reproducible trainer on Hugging Face Accelerate.
 
-Reproducibility: the batch of step k and the global torch RNG used inside step k (dropout, noise)
-are both functions of (seed, k) only, so a run resumed from a checkpoint at step k continues
-exactly as the uninterrupted run would on the same device.
+One code path for one CPU, one GPU, several GPUs (DDP) or FSDP (``accelerate launch``), with mixed
+precision and gradient accumulation. Seeded batches, periodic validation, checkpoints through
+Accelerate's state saving published atomically, exact resume, experiment tracking, and a clear stop
+on a non-finite loss (the last good checkpoint is kept).
+
+Reproducibility: the global batch of step k and the torch RNG used inside step k (dropout, noise)
+are functions of (seed, k, micro-step, process) only, so a run resumed from a checkpoint at step k
+continues exactly as the uninterrupted run would on the same hardware. Under n processes each one
+takes every n-th example of the global batch, so the averaged gradient is that of the global batch.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -17,26 +23,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from sava_core.config import TrainConfig
-from sava_core.errors import TrainingDiverged
-from sava_core.io import atomic_write_with
+from sava_core.config import TrackingConfig, TrainConfig
+from sava_core.errors import SavaError, TrainingDiverged
+from sava_core.io import atomic_write_text
 
 log = logging.getLogger("sava")
 
-LossFn = Callable[[Tensor], dict[str, Tensor]]
-"""Batch indices (B,) -> named loss terms; ``"loss"`` is the one minimised."""
+BatchFn = Callable[[Tensor], tuple[Tensor, ...]]
+"""Example indices (B,) -> the objective's inputs for those examples."""
+
+KEEP_CHECKPOINTS = 2
 
 
-def step_seed(seed: int, step: int) -> int:
-    """The RNG seed of one training step."""
-    return (seed * 1_000_003 + step * 7_919) % (2**63 - 1)
+def step_seed(seed: int, step: int, micro: int = 0, process: int = 0) -> int:
+    """The RNG seed of one (micro-)step on one process."""
+    return (seed * 1_000_003 + step * 7_919 + micro * 104_729 + process * 15_485_863) % (2**63 - 1)
 
 
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> Tensor:
-    """Indices of step ``step``'s batch: epochs of seeded permutations of ``range(n)``."""
+    """Indices of global batch ``step``: epochs of seeded permutations of ``range(n)``."""
     per_epoch = max(n // batch_size, 1)
     epoch, within = divmod(step, per_epoch)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(step_seed(seed, -1 - epoch)))
@@ -44,61 +51,113 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> Tensor:
 
 
 class EventLog:
-    """Append-only JSON-lines log of training events (one object per line)."""
+    """Append-only JSON-lines log of training events (one object per line); main process only."""
 
     def __init__(self, path: Path | None):
         self.path = path
-        if path:
-            path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, **event: Any) -> None:
         if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a") as fh:
                 fh.write(json.dumps(event, default=float) + "\n")
 
 
+def make_accelerator(config: TrainConfig, *, cpu: bool, tracking: TrackingConfig | None = None,
+                     tracking_dir: Path | None = None):  # type: ignore[no-untyped-def]
+    """An :class:`accelerate.Accelerator` for one training phase."""
+    from accelerate import Accelerator
+
+    log_with = None
+    if tracking is not None and tracking.backend != "none":
+        from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
+
+        available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available, "mlflow": is_mlflow_available}
+        if not available[tracking.backend]():
+            raise SavaError(
+                f"tracking.backend: {tracking.backend} is not installed; `pip install {tracking.backend}` "
+                "or set tracking.backend=none"
+            )
+        log_with = tracking.backend
+    kwargs: dict[str, Any] = {}
+    if config.mixed_precision is not None:
+        kwargs["mixed_precision"] = config.mixed_precision
+    return Accelerator(cpu=cpu, gradient_accumulation_steps=config.gradient_accumulation_steps,
+                       log_with=log_with, project_dir=str(tracking_dir) if tracking_dir else None, **kwargs)
+
+
 class Trainer:
-    """Optimises ``module`` (its parameters with ``requires_grad``) with AdamW on a :data:`LossFn`."""
+    """Minimises ``objective(*batch)["loss"]`` over the objective's trainable parameters with AdamW.
+
+    ``objective`` is an ``nn.Module`` whose forward returns named loss terms (tensors), ``"loss"``
+    being the one minimised; it is what Accelerate wraps (DDP/FSDP), so all trainable maths must
+    run inside its forward.
+    """
 
     def __init__(
         self,
-        module: nn.Module,
+        objective: nn.Module,
         config: TrainConfig,
         *,
         seed: int,
-        checkpoint: Path | None = None,
+        cpu: bool = False,
+        checkpoint_dir: Path | None = None,
         events: EventLog | None = None,
         name: str = "train",
+        tracking: TrackingConfig | None = None,
+        tracking_dir: Path | None = None,
+        hparams: dict[str, Any] | None = None,
     ):
-        self.module, self.config, self.seed, self.name = module, config, seed, name
-        self.checkpoint = checkpoint
-        self.events = events or EventLog(None)
-        self.params = [p for p in module.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.config, self.seed, self.name = config, seed, name
+        self.accelerator = make_accelerator(config, cpu=cpu, tracking=tracking, tracking_dir=tracking_dir)
+        self.checkpoint_dir = checkpoint_dir
+        self.is_main = self.accelerator.is_main_process
+        self.events = events if (events and self.is_main) else EventLog(None)
+        params = [p for p in objective.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.objective = objective
+        self.model, self.optimizer = self.accelerator.prepare(objective, optimizer)
         self.step = 0
+        self.tracking = tracking is not None and tracking.backend != "none"
+        if self.tracking:
+            self.accelerator.init_trackers(name, config=_flat_scalars(hparams or {}))
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
 
     # -- one step ----------------------------------------------------------------------------
 
-    def train_step(self, loss_fn: LossFn, idx: Tensor) -> dict[str, Tensor]:
-        """Forward, backward and update on batch ``idx``; raise :class:`TrainingDiverged` if not finite."""
-        torch.manual_seed(step_seed(self.seed, self.step))
-        self.optimizer.zero_grad(set_to_none=True)
-        terms = loss_fn(idx)
-        loss = terms["loss"]
-        if not torch.isfinite(loss):
-            self._diverged(terms)
-        loss.backward()
-        self.optimizer.step()
+    def train_step(self, batch: BatchFn, n_train: int) -> dict[str, Tensor]:
+        """One optimiser update (``gradient_accumulation_steps`` micro-batches of the global batch size).
+
+        Raises :class:`TrainingDiverged` if the loss is not finite on any process."""
+        acc, cfg = self.accelerator, self.config
+        terms: dict[str, Tensor] = {}
+        for micro in range(cfg.gradient_accumulation_steps):
+            seed = step_seed(self.seed, self.step, micro, acc.process_index)
+            torch.default_generator.manual_seed(seed)  # not torch.manual_seed: it formats a stack trace per call
+            if self.device.type == "cuda":
+                torch.cuda.manual_seed(seed)
+            idx = batch_indices(n_train, cfg.batch_size, self.seed, self.step * cfg.gradient_accumulation_steps + micro)
+            idx = idx[acc.process_index :: acc.num_processes]
+            with acc.accumulate(self.model):
+                terms = self.model(*batch(idx))
+                finite = torch.isfinite(terms["loss"].detach()).reshape(1).float()
+                if acc.num_processes > 1:
+                    finite = acc.reduce(finite, reduction="sum") / acc.num_processes
+                if float(finite) < 1:
+                    self._diverged(terms)
+                acc.backward(terms["loss"])
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return terms
 
     def _diverged(self, terms: dict[str, Tensor]) -> None:
         values = {k: float(v.detach()) for k, v in terms.items()}
-        kept = (
-            f"The last good checkpoint is kept at {self.checkpoint}."
-            if self.checkpoint and self.checkpoint.exists()
-            else "No checkpoint had been written yet."
-        )
+        latest = self.latest_checkpoint()
+        kept = f"The last good checkpoint is kept at {latest}." if latest else "No checkpoint had been written yet."
         self.events.write(event="diverged", phase=self.name, step=self.step, **values)
         raise TrainingDiverged(
             f"{self.name}: the loss became non-finite at step {self.step} ({values}). {kept} "
@@ -109,25 +168,26 @@ class Trainer:
 
     def fit(
         self,
-        loss_fn: LossFn,
+        batch: BatchFn,
         n_train: int,
         *,
-        validate: Callable[[], dict[str, float]] | None = None,
+        validate: Callable[[nn.Module], dict[str, float]] | None = None,
         resume: bool = False,
     ) -> dict[str, float]:
-        """Train for ``config.steps`` steps over ``n_train`` examples; returns the last validation."""
+        """Train for ``config.steps`` steps over ``n_train`` examples; returns the last validation.
+
+        ``validate(objective)`` gets the unwrapped objective in eval mode, without gradients."""
         cfg = self.config
-        if resume and self.checkpoint and self.checkpoint.exists():
-            self.load(self.checkpoint)
+        if resume and self.latest_checkpoint():
+            self.load(self.latest_checkpoint())  # type: ignore[arg-type]
             self.events.write(event="resumed", phase=self.name, step=self.step)
-        self.module.train()
+        self.model.train()
         last_val: dict[str, float] = {}
-        show = sys.stderr.isatty()
+        show = sys.stderr.isatty() and self.is_main
         t0 = time.perf_counter()
-        with _progress(show, f"{self.name}", cfg.steps, self.step) as advance:
+        with _progress(show, self.name, cfg.steps, self.step) as advance:
             while self.step < cfg.steps:
-                idx = batch_indices(n_train, cfg.batch_size, self.seed, self.step)
-                terms = self.train_step(loss_fn, idx)
+                terms = self.train_step(batch, n_train)
                 advance()
                 done = self.step
                 if done % cfg.val_every == 0 or done == cfg.steps:
@@ -135,49 +195,81 @@ class Trainer:
                     train_terms = {k: float(v.detach()) for k, v in terms.items()}
                     self.events.write(event="step", phase=self.name, step=done, train=train_terms, val=last_val,
                                       seconds=round(time.perf_counter() - t0, 3))
-                    if not show:
+                    if self.tracking:
+                        self.accelerator.log({**{f"train/{k}": v for k, v in train_terms.items()},
+                                              **{f"val/{k}": v for k, v in last_val.items()}}, step=done)
+                    if not show and self.is_main:
                         log.info("%s step %d/%d loss %.4f val %s", self.name, done, cfg.steps,
                                  train_terms["loss"], {k: round(v, 4) for k, v in last_val.items()})
-                if self.checkpoint and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-                    self.save(self.checkpoint)
-        self.module.eval()
+                if self.checkpoint_dir and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+                    self.save()
+        if self.tracking:
+            self.accelerator.end_training()
+        self.model.eval()
         return last_val
 
-    def _validate(self, validate: Callable[[], dict[str, float]]) -> dict[str, float]:
-        self.module.eval()
+    def _validate(self, validate: Callable[[nn.Module], dict[str, float]]) -> dict[str, float]:
+        self.model.eval()
         with torch.no_grad():
-            values = validate()
-        self.module.train()
+            values = validate(self.objective)
+        self.model.train()
         return values
 
     # -- checkpoints -------------------------------------------------------------------------
 
-    def save(self, path: Path) -> None:
-        """Write module, optimiser state and step to one safetensors file, atomically."""
-        tensors = {f"model.{k}": v.detach().contiguous() for k, v in self.module.state_dict().items()}
-        for i, state in self.optimizer.state_dict()["state"].items():
-            for key, value in state.items():
-                tensors[f"optim.{i}.{key}"] = torch.as_tensor(value).contiguous()
-        meta = {"step": str(self.step), "phase": self.name, "seed": str(self.seed)}
-        atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    def latest_checkpoint(self) -> Path | None:
+        """The last completely written checkpoint directory of this phase, if any."""
+        if not self.checkpoint_dir:
+            return None
+        pointer = self.checkpoint_dir / "latest"
+        if not pointer.exists():
+            return None
+        path = self.checkpoint_dir / pointer.read_text().strip()
+        return path if (path / "trainer.json").exists() else None
+
+    def save(self) -> Path:
+        """Save the Accelerate state (model as safetensors, optimiser, RNG) and the step.
+
+        Written to a temporary directory, renamed into place, then ``latest`` is updated atomically:
+        a crash while saving leaves the previous checkpoint usable."""
+        assert self.checkpoint_dir is not None
+        acc = self.accelerator
+        final = self.checkpoint_dir / f"step-{self.step:08d}"
+        tmp = self.checkpoint_dir / f".tmp-step-{self.step:08d}"
+        if self.is_main and tmp.exists():
+            shutil.rmtree(tmp)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp), safe_serialization=True)
+        acc.wait_for_everyone()
+        if self.is_main:
+            (tmp / "trainer.json").write_text(json.dumps({"step": self.step, "phase": self.name, "seed": self.seed}))
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+            atomic_write_text(self.checkpoint_dir / "latest", final.name + "\n")
+            for old in sorted(self.checkpoint_dir.glob("step-*"))[:-KEEP_CHECKPOINTS]:
+                shutil.rmtree(old)
+        acc.wait_for_everyone()
+        return final
 
     def load(self, path: Path) -> None:
-        """Restore a checkpoint written by :meth:`save`."""
-        from safetensors import safe_open
+        """Restore a checkpoint written by :meth:`save` (tensors via safetensors / weights-only loads)."""
+        self.accelerator.load_state(str(path))
+        self.step = int(json.loads((path / "trainer.json").read_text())["step"])
 
-        tensors = load_file(str(path))
-        with safe_open(str(path), "pt") as fh:
-            meta = fh.metadata()
-        self.module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        state: dict[int, dict[str, Tensor]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, i, name = key.split(".", 2)
-                state.setdefault(int(i), {})[name] = value
-        sd = self.optimizer.state_dict()
-        sd["state"] = state
-        self.optimizer.load_state_dict(sd)
-        self.step = int(meta["step"])
+
+def _flat_scalars(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> {"a/b": scalar} (what trackers accept as hyper-parameters)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out |= _flat_scalars(value, f"{name}/")
+        elif isinstance(value, (int, float, str, bool)):
+            out[name] = value
+        else:
+            out[name] = json.dumps(value)
+    return out
 
 
 class _progress:

@@ -33,6 +33,7 @@ TINY = [
     "align.projector_train.val_every=10",
     "align.probe.max_train_tokens=500",
     "report.plot=false",
+    "tracking.backend=none",
 ]
 
 

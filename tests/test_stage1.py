@@ -123,30 +123,29 @@ def test_an_existing_run_directory_is_not_overwritten(tmp_path):
 def test_a_non_finite_loss_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     original = Trainer.train_step
 
-    def poisoned(self, loss_fn, idx):
+    def poisoned(self, batch, n_train):
         if self.name == "align" and self.step == 25:
-            return original(self, lambda i: {k: v * float("nan") for k, v in loss_fn(i).items()}, idx)
-        return original(self, loss_fn, idx)
+            return original(self, lambda i: tuple(t * float("nan") for t in batch(i)), n_train)
+        return original(self, batch, n_train)
 
     monkeypatch.setattr(Trainer, "train_step", poisoned)
     with pytest.raises(TrainingDiverged, match="non-finite at step 25") as err:
         _run(tmp_path)
     assert "last good checkpoint is kept" in str(err.value)
-    ckpt = tmp_path / "run" / "runs" / "none" / "seed-0" / "checkpoints" / "align.safetensors"
-    from safetensors import safe_open
-
-    with safe_open(str(ckpt), "pt") as fh:
-        assert fh.metadata()["step"] == "20"
+    ckpt = tmp_path / "run" / "runs" / "none" / "seed-0" / "checkpoints" / "align"
+    latest = ckpt / (ckpt / "latest").read_text().strip()
+    assert json.loads((latest / "trainer.json").read_text())["step"] == 20
+    assert (latest / "model.safetensors").exists()
 
 
 def test_resume_after_an_interruption_gives_the_same_metrics(tmp_path, monkeypatch):
     uninterrupted = _run(tmp_path, name="whole").cells
     original = Trainer.train_step
 
-    def interrupt(self, loss_fn, idx):
-        if self.name == "align" and self.step == 15 and "joint_hard" in str(self.checkpoint):
+    def interrupt(self, batch, n_train):
+        if self.name == "align" and self.step == 15 and "joint_hard" in str(self.checkpoint_dir):
             raise KeyboardInterrupt
-        return original(self, loss_fn, idx)
+        return original(self, batch, n_train)
 
     monkeypatch.setattr(Trainer, "train_step", interrupt)
     with pytest.raises(KeyboardInterrupt):

@@ -90,21 +90,42 @@ def run(
     overrides: Overrides = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="run directory (default: runs/<name>-<time>)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its checkpoints")] = False,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: run only the I-th of N disjoint parts of the grid")] = None,
 ) -> None:
-    """Run a recipe: every variant and seed, then print the comparison table."""
+    """Run a recipe: every variant and seed, then print the comparison table.
+
+    Under `accelerate launch` every process trains and the main process writes."""
     from sava_core.recipe import plan
+    from sava_core.runner import default_out, parse_shard, run_plan, shard_cells
 
     path = resolve_recipe(recipe)
     p = plan(path, overrides or [])
+    parts = parse_shard(shard) if shard else None
     _warn_failed_plugins()
     if resume and out is None:
         raise SavaError("--resume needs --out DIR: the run directory to continue")
-    from sava_core.runner import default_out, run_plan
-
-    out = out or default_out(p.cells[0].recipe.name)
-    typer.echo(f"running {path} ({len(p.cells)} run(s)) into {out}")
-    result = run_plan(p, out, resume=resume)
+    out = out or default_out(p.cells[0].recipe.name + (f"-shard{parts[0]}of{parts[1]}" if parts else ""))
+    typer.echo(f"running {path} ({len(shard_cells(p.cells, parts))} of {len(p.cells)} run(s)) into {out}")
+    result = run_plan(p, out, resume=resume, shard=parts)
     typer.echo("")
+    typer.echo(result.table)
+    typer.echo(f"results: {out / 'results.md'} and {out / 'results.csv'}")
+
+
+@app.command()
+def report(
+    dirs: Annotated[list[Path], typer.Argument(help="run directories to merge (e.g. the shards of one recipe)")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="where to write results.md/csv and plots (default: the only DIR)")] = None,
+    partial: Annotated[bool, typer.Option("--partial", help="merge even if some runs of the grid are missing")] = False,
+) -> None:
+    """Merge run directories into one results.md / results.csv and its plots."""
+    from sava_core.runner import merge_runs
+
+    if out is None:
+        if len(dirs) > 1:
+            raise SavaError("sava report: give --out DIR when merging several run directories")
+        out = dirs[0]
+    result = merge_runs(dirs, out, partial=partial)
     typer.echo(result.table)
     typer.echo(f"results: {out / 'results.md'} and {out / 'results.csv'}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
@@ -68,12 +69,34 @@ class AlignModel(nn.Module):
                            mv=masks[0], ma=masks[1], alpha=alpha, lam=lam)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+class AlignObjective(nn.Module):
+    """Eq. 7 as a module (what Accelerate wraps): forward(xv, xa) -> loss terms."""
+
+    def __init__(self, model: AlignModel, alpha: float, lam: float):
+        super().__init__()
+        self.model, self.alpha, self.lam = model, alpha, lam
+
+    def forward(self, xv: Tensor, xa: Tensor) -> dict[str, Tensor]:
+        return self.model.loss(xv, xa, self.alpha, self.lam)
+
+
+class ProjectorObjective(nn.Module):
+    """P_theta's regression onto the Stage I masked video latent: forward(xv, target) -> loss terms."""
+
+    def __init__(self, projector: nn.Module):
+        super().__init__()
+        self.projector = projector
+
+    def forward(self, xv: Tensor, target: Tensor) -> dict[str, Tensor]:
+        return {"loss": reconstruction_loss(self.projector(xv), target)}
+
+
+def use_cpu(name: str) -> bool:
+    """Whether Accelerate runs on the CPU: asked for by the recipe's ``device``, or no CUDA device.
+    (On the CPU, several processes from ``accelerate launch`` / ``torchrun`` use gloo.)"""
     if name == "cuda" and not torch.cuda.is_available():
         raise SavaError("device: cuda was asked for but no CUDA device is visible; set device=cpu or device=auto")
-    return torch.device(name)
+    return name == "cpu" or not torch.cuda.is_available()
 
 
 def load_latents(recipe: Recipe, registries: Registries, device: torch.device) -> dict[str, LatentSplit]:
@@ -92,25 +115,28 @@ def load_latents(recipe: Recipe, registries: Registries, device: torch.device) -
     return out
 
 
-def run(recipe: Recipe, cell_dir, registries: Registries, resume: bool = False) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    """Train Stage I and P_theta for one seed, save the weights, and return the audit metrics."""
-    device = resolve_device(recipe.device)
-    splits = load_latents(recipe, registries, device)
-    train, val = splits["train"], splits["val"]
+def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = False) -> dict[str, float]:
+    """Train Stage I and P_theta for one seed, save the weights, and return the audit metrics.
+
+    Runs under Accelerate: every process trains on its share of each batch; the main process
+    writes the files."""
     cfg = recipe.align
-    torch.manual_seed(recipe.seed)
-    model = AlignModel(recipe, registries, train.video.shape[-1], train.audio.shape[-1]).to(device)
+    cpu = use_cpu(recipe.device)
     events = EventLog(cell_dir / "log.jsonl")
-    ckpt = cell_dir / "checkpoints"
+    common = dict(cpu=cpu, events=events, tracking=recipe.tracking, tracking_dir=cell_dir / "tracking",
+                  hparams=recipe.model_dump(mode="json", include={"model", "align", "data", "seed"}))
 
-    def align_loss(idx: Tensor) -> dict[str, Tensor]:
-        return model.loss(train.video[idx], train.audio[idx], cfg.loss.alpha, cfg.loss.lam)
-
-    def align_val() -> dict[str, float]:
-        return {k: float(v) for k, v in model.loss(val.video, val.audio, cfg.loss.alpha, cfg.loss.lam).items()}
-
-    Trainer(model, cfg.train, seed=recipe.seed, checkpoint=ckpt / "align.safetensors", events=events,
-            name="align").fit(align_loss, len(train), validate=align_val, resume=resume)
+    torch.manual_seed(recipe.seed)
+    splits = load_latents(recipe, registries, torch.device("cpu"))
+    model = AlignModel(recipe, registries, splits["train"].video.shape[-1], splits["train"].audio.shape[-1])
+    trainer = Trainer(AlignObjective(model, cfg.loss.alpha, cfg.loss.lam), cfg.train, seed=recipe.seed,
+                      checkpoint_dir=cell_dir / "checkpoints" / "align", name="align", **common)
+    device = trainer.device
+    splits = {k: LatentSplit(v.video.to(device), v.audio.to(device), {f: t.to(device) for f, t in v.factors.items()},
+                             v.captions) for k, v in splits.items()}
+    train, val = splits["train"], splits["val"]
+    trainer.fit(lambda idx: (train.video[idx], train.audio[idx]), len(train),
+                validate=lambda obj: {k: float(v) for k, v in obj(val.video, val.audio).items()}, resume=resume)
     model.requires_grad_(False).eval()
 
     # P_theta: from the video latent alone, predict the masked latent Stage I computes with both
@@ -119,18 +145,14 @@ def run(recipe: Recipe, cell_dir, registries: Registries, resume: bool = False) 
         target_val = model(val.video, val.audio).hv
     projector = registries["projector"].build(recipe.model.projector.name, recipe.model.projector.params,
                                               in_dim=train.video.shape[-1], out_dim=cfg.width).to(device)
-
-    def proj_loss(idx: Tensor) -> dict[str, Tensor]:
-        return {"loss": reconstruction_loss(projector(train.video[idx]), target_train[idx])}
-
-    def proj_val() -> dict[str, float]:
-        return {"loss": float(reconstruction_loss(projector(val.video), target_val))}
-
-    Trainer(projector, cfg.projector_train, seed=recipe.seed + 1, checkpoint=ckpt / "projector.safetensors",
-            events=events, name="projector").fit(proj_loss, len(train), validate=proj_val, resume=resume)
+    Trainer(ProjectorObjective(projector), cfg.projector_train, seed=recipe.seed + 1,
+            checkpoint_dir=cell_dir / "checkpoints" / "projector", name="projector", **common).fit(
+        lambda idx: (train.video[idx], target_train[idx]), len(train),
+        validate=lambda obj: {k: float(v) for k, v in obj(val.video, target_val).items()}, resume=resume)
     projector.requires_grad_(False).eval()
 
-    weights = {f"align.{k}": v.contiguous() for k, v in model.state_dict().items()}
-    weights |= {f"projector.{k}": v.contiguous() for k, v in projector.state_dict().items()}
-    atomic_write_with(cell_dir / "model.safetensors", lambda tmp: save_file(weights, str(tmp)))
+    if trainer.is_main:
+        weights = {f"align.{k}": v.contiguous() for k, v in model.state_dict().items()}
+        weights |= {f"projector.{k}": v.contiguous() for k, v in projector.state_dict().items()}
+        atomic_write_with(cell_dir / "model.safetensors", lambda tmp: save_file(weights, str(tmp)))
     return audit(model, projector, splits["train"], splits["test"], cfg.probe)

@@ -1,0 +1,163 @@
+"""Reading and writing clips: mp4 (H.264 + AAC, via PyAV), wav (soundfile) and audio-visual figures.
+
+Videos are float (F, 3, H, W) in [0, 1] at ``fps`` frames per second; audio is float (C, S) in
+[-1, 1] at ``sample_rate`` Hz; both start at t = 0. Every file is written atomically
+(:func:`sava_core.io.atomic_path`).
+
+Durations in an mp4: the AAC encoder adds 1024 samples of priming in front and pads the last
+frame of 1024 samples, but the mp4 muxer records both in the audio track's edit list and
+duration, and :func:`read_mp4` keeps exactly the written samples. The video track lasts F / fps,
+the audio track S / sample_rate, so they agree within one frame when S / sample_rate does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from itertools import cycle
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile
+import torch
+from torch import Tensor
+
+from sava_core.io import atomic_path
+
+#: Video encoders tried in order (libx264 for H.264; mpeg4 where FFmpeg was built without it).
+VIDEO_CODECS = ("libx264", "mpeg4")
+
+
+def _video_codec() -> str:
+    for name in VIDEO_CODECS:
+        try:
+            av.codec.Codec(name, "w")
+            return name
+        except av.codec.codec.UnknownCodecError:
+            continue
+    raise RuntimeError(f"FFmpeg in PyAV {av.__version__} has none of the encoders {VIDEO_CODECS}")
+
+
+def _layout(channels: int) -> str:
+    if channels not in (1, 2):
+        raise ValueError(f"mp4 audio must be mono or stereo, not {channels} channels")
+    return "mono" if channels == 1 else "stereo"
+
+
+def write_mp4(path: str | Path, video: Tensor, fps: float, audio: Tensor, sample_rate: int,
+              crf: int = 18) -> None:
+    """Write ``video`` (F, 3, H, W) in [0, 1] at ``fps`` and ``audio`` (C, S) in [-1, 1] at
+    ``sample_rate`` Hz (C = 1 or 2) as one mp4 with an H.264 (yuv420p, quality ``crf``; mpeg4
+    without libx264) video stream and an AAC audio stream. H and W must be even (4:2:0 chroma)."""
+    f, c, h, w = video.shape
+    if c != 3 or h % 2 or w % 2:
+        raise ValueError(f"video must be (F, 3, H, W) with even H and W, not {tuple(video.shape)}")
+    frames = (video.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    samples = np.ascontiguousarray(audio.detach().clamp(-1, 1).float().cpu().numpy())
+    codec = _video_codec()
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+        vstream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        vstream.width, vstream.height, vstream.pix_fmt = w, h, "yuv420p"
+        if codec == "libx264":
+            vstream.options = {"crf": str(crf)}
+        astream = container.add_stream("aac", rate=sample_rate)
+        astream.layout = _layout(samples.shape[0])
+        for k in range(f):
+            frame = av.VideoFrame.from_ndarray(frames[k], format="rgb24")
+            frame.pts = k
+            container.mux(vstream.encode(frame))
+        container.mux(vstream.encode())
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=astream.layout.name)
+        frame.sample_rate, frame.pts = sample_rate, 0
+        container.mux(astream.encode(frame))  # PyAV cuts it into the encoder's 1024-sample frames
+        container.mux(astream.encode())
+
+
+def read_mp4(path: str | Path) -> tuple[Tensor, Tensor, float, int]:
+    """Read the first video and audio streams of an mp4.
+
+    Returns (video (F, 3, H, W) float in [0, 1], audio (C, S) float, fps, sample_rate); the audio
+    keeps the samples the track's duration records (encoder padding at the end is dropped).
+    """
+    with av.open(str(path)) as container:
+        vstream = container.streams.video[0]
+        fps = float(vstream.average_rate or vstream.guessed_rate)
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(vstream)]
+    with av.open(str(path)) as container:
+        astream = container.streams.audio[0]
+        sample_rate = astream.codec_context.sample_rate
+        channels = astream.codec_context.layout.nb_channels
+        samples = np.concatenate([
+            frame.to_ndarray() if frame.format.is_planar else frame.to_ndarray().reshape(-1, channels).T
+            for frame in container.decode(astream)
+        ], axis=1)
+        if astream.duration is not None:
+            samples = samples[:, : round(float(astream.duration * astream.time_base) * sample_rate)]
+    video = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+    return video, torch.from_numpy(samples.astype(np.float32)), fps, sample_rate
+
+
+def write_wav(path: str | Path, audio: Tensor, sample_rate: int) -> None:
+    """Write ``audio`` (C, S) in [-1, 1] at ``sample_rate`` Hz as 16-bit PCM wav."""
+    data = audio.detach().clamp(-1, 1).float().cpu().numpy().T
+    with atomic_path(path) as tmp:
+        soundfile.write(str(tmp), data, sample_rate, format="WAV", subtype="PCM_16")
+
+
+def save_av_figure(path: str | Path, video: Tensor, audio: Tensor, fps: float, sample_rate: int,
+                   events: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
+                   title: str = "", max_keyframes: int = 16) -> None:
+    """Save a PNG: a row of keyframes above the log-power spectrogram (dB) of ``audio``, on one time axis.
+
+    ``video`` (F, 3, H, W) in [0, 1] at ``fps``; ``audio`` (C, S) at ``sample_rate`` Hz (channels are
+    averaged). n = min(F, ``max_keyframes``) keyframes, evenly spaced, each drawn centred on the
+    instant it shows (frame k shows k / fps) and duration / n seconds wide. ``events``: times in
+    seconds drawn as vertical lines across both rows, or {label: times} for several kinds with a
+    legend.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f, _, h, w = video.shape
+    duration = f / fps
+    n = min(f, max_keyframes)
+    mono = audio.detach().float().mean(0).cpu()
+    n_fft = 1 << max(6, round(np.log2(0.032 * sample_rate)))
+    spec = torch.stft(mono, n_fft, n_fft // 4, window=torch.hann_window(n_fft), return_complex=True)
+    db = 10 * torch.log10(spec.abs().pow(2) + 1e-10)
+    db = db.clamp(min=db.max() - 80)
+
+    width = 10.0
+    strip = width / n * h / w
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(width, strip + 3.2 + 0.6 * bool(title)),
+                                      gridspec_kw={"height_ratios": [strip, 3.2]})
+    slot = duration / n
+    for i in range(n):
+        k = min(f - 1, int(i * f / n))
+        top.imshow(video[k].detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy(),
+                   extent=(k / fps - slot / 2, k / fps + slot / 2, 0, 1), aspect="auto", interpolation="nearest")
+    top.set_ylim(0, 1)
+    top.set_yticks([])
+    bottom.imshow(db.numpy(), origin="lower", aspect="auto", cmap="magma",
+                  extent=(0, mono.shape[0] / sample_rate, 0, sample_rate / 2))
+    bottom.set_xlim(-slot / 2, duration)
+    bottom.set_xlabel("time (s)")
+    bottom.set_ylabel("frequency (Hz)")
+    if events is not None:
+        groups = events if isinstance(events, Mapping) else {"": events}
+        for (label, times), colour in zip(groups.items(), cycle(("white", "cyan", "lime", "orange"))):
+            for j, t in enumerate(times):
+                for ax in (top, bottom):
+                    ax.axvline(t, color=colour, linestyle="--", linewidth=1.2,
+                               label=label if ax is bottom and j == 0 and label else None)
+        if any(groups):
+            bottom.legend(loc="upper right", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
