@@ -1,4 +1,4 @@
-"""One Stage I training step: the framework (recipe-built AlignModel + Trainer.train_step) against a
+"""One Stage I training step: the framework (recipe-built AlignModel + Accelerate Trainer.train_step) against a
 minimal hand-written PyTorch loop doing the same computation on the same batch, in the same run.
 
 Both use the same initial weights, the same batch and the same AdamW settings; the hand-written
@@ -26,7 +26,7 @@ from sava_core.io import atomic_write_json  # noqa: E402
 def _framework(batch_size: int):
     from sava_core.recipe import plan
     from sava_core.registry import get_registries
-    from sava_core.stages.align import AlignModel, load_latents
+    from sava_core.stages.align import AlignModel, AlignObjective, load_latents
     from sava_core.training import Trainer
 
     repo = Path(__file__).parent.parent
@@ -35,12 +35,12 @@ def _framework(batch_size: int):
     data = load_latents(recipe, registries, torch.device("cpu"))["train"]
     torch.manual_seed(0)
     model = AlignModel(recipe, registries, data.video.shape[-1], data.audio.shape[-1])
-    trainer = Trainer(model, recipe.align.train, seed=0)
+    alpha, lam = recipe.align.loss.alpha, recipe.align.loss.lam
+    trainer = Trainer(AlignObjective(model, alpha, lam), recipe.align.train, seed=0, cpu=True)
     idx = torch.arange(batch_size)
     xv, xa = data.video[idx], data.audio[idx]
-    alpha, lam = recipe.align.loss.alpha, recipe.align.loss.lam
-    loss_fn = lambda i: model.loss(xv, xa, alpha, lam)  # noqa: E731
-    return model, trainer, loss_fn, idx, (xv, xa, alpha, lam, recipe.align.train.lr)
+    batch = lambda i: (xv, xa)  # noqa: E731  (the same batch every step, as in the minimal loop)
+    return model, trainer, batch, len(data), (xv, xa, alpha, lam, recipe.align.train.lr)
 
 
 def _minimal(model: nn.Module, xv, xa, alpha: float, lam: float, lr: float) -> Callable[[], None]:
@@ -88,9 +88,9 @@ def _time(fn: Callable[[], Any], repeats: int) -> float:
 
 def main(out_dir: Path, batch_size: int = 64, repeats: int = 30) -> dict[str, Any]:
     torch.set_num_threads(1)
-    model, trainer, loss_fn, idx, (xv, xa, alpha, lam, lr) = _framework(batch_size)
+    model, trainer, batch, n_train, (xv, xa, alpha, lam, lr) = _framework(batch_size)
     minimal = _minimal(model, xv, xa, alpha, lam, lr)
-    framework = lambda: trainer.train_step(loss_fn, idx)  # noqa: E731
+    framework = lambda: trainer.train_step(batch, n_train)  # noqa: E731
     # interleave the two so that machine noise hits both alike
     f_times, m_times = [], []
     for _ in range(5):

@@ -37,7 +37,7 @@ def call_component(kind: str, component: Any, inputs: tuple[Any, ...]) -> Any:
     if kind in ("video_encoder", "audio_encoder", "text_encoder"):
         return component.encode(*inputs)
     if kind == "dataset":
-        return component.latents(*inputs)
+        return component.latents(*inputs) if component.provides_latents else component.media(*inputs)[0]
     if kind == "metric":
         return component.compute(*inputs)
     if kind == "sampler":

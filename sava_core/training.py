@@ -13,6 +13,7 @@ takes every n-th example of the global batch, so the averaged gradient is that o
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -66,7 +67,13 @@ class EventLog:
 def make_accelerator(config: TrainConfig, *, cpu: bool, tracking: TrackingConfig | None = None,
                      tracking_dir: Path | None = None):  # type: ignore[no-untyped-def]
     """An :class:`accelerate.Accelerator` for one training phase."""
+    import accelerate.optimizer
     from accelerate import Accelerator
+
+    # AcceleratedOptimizer.step asks importlib whether `lomo_optim` is installed twice per step
+    # (accelerate 1.15), a file-system search costing about 1 ms; the answer cannot change.
+    if not hasattr(accelerate.optimizer.is_lomo_available, "cache_info"):
+        accelerate.optimizer.is_lomo_available = functools.lru_cache(maxsize=1)(accelerate.optimizer.is_lomo_available)
 
     log_with = None
     if tracking is not None and tracking.backend != "none":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sava_core.config import StrictModel
 
@@ -31,3 +31,58 @@ class FactorWorldParams(StrictModel):
     n_val: int = Field(250, ge=10)
     n_test: int = Field(500, ge=10)
     seed: int = Field(0, description="the world's seed (maps and clips); independent of the run seed")
+
+
+class MediaWorldParams(StrictModel):
+    """A procedural audio-visual world rendered on demand (DESIGN.md, "The embedded default").
+
+    Shared factors (seen and heard): the moving object's class (its colour and shape, and the pitch
+    and timbre of its impact sound) and the impacts themselves (the object touches the floor, with
+    an optional flash, at the instants a percussive tone starts). Video-only: background colour and
+    texture, a silent static object. Audio-only: wind (band-limited noise), hum (a low sine) and
+    off-screen bird chirps (2.6-3.5 kHz) at random times. Clips are deterministic functions of
+    (``seed``, split, index).
+    """
+
+    height: int = Field(32, ge=8, multiple_of=2, description="frame height in pixels (even, for H.264)")
+    width: int = Field(32, ge=8, multiple_of=2, description="frame width in pixels (even, for H.264)")
+    fps: float = Field(8.0, gt=0, description="video frame rate (frames per second)")
+    duration: float = Field(2.0, gt=0, description="clip length in seconds")
+    sample_rate: int = Field(8000, ge=8000, description="audio sample rate in Hz (mono); >= 8000 so chirps fit")
+    n_classes: int = Field(4, ge=1, le=6, description="object classes used (from a fixed list of 6)")
+    object_radius: float = Field(0.1, gt=0, le=0.25, description="moving object's radius, fraction of frame height")
+    min_events: int = Field(1, ge=1, description="fewest impacts per clip")
+    max_events: int = Field(3, ge=1, description="most impacts per clip")
+    min_gap: float = Field(
+        0.3, gt=0, description="shortest time between impacts in seconds; keep >= 2 frames so each impact is seen"
+    )
+    flash: bool = Field(True, description="brighten the object in the frame nearest each impact")
+    p_static: float = Field(0.7, ge=0, le=1, description="probability of a silent static object")
+    p_wind: float = Field(0.5, ge=0, le=1, description="probability of wind (audio-only)")
+    p_hum: float = Field(0.5, ge=0, le=1, description="probability of a low hum (audio-only)")
+    p_offscreen: float = Field(0.5, ge=0, le=1, description="probability of off-screen chirps (audio-only)")
+    max_offscreen: int = Field(2, ge=1, description="most off-screen chirps in a clip that has them")
+    wind_level: float = Field(
+        0.05, ge=0, le=0.3, description="wind RMS (full scale 1); audio onset F1 is 1.0 at 0.05, 0.995 at 0.1"
+    )
+    hum_level: float = Field(0.1, ge=0, le=0.5, description="hum amplitude (full scale 1)")
+    chirp_level: float = Field(0.3, ge=0, le=0.8, description="chirp amplitude (full scale 1)")
+    n_train: int = Field(1000, ge=1, description="clips in the train split")
+    n_val: int = Field(100, ge=1, description="clips in the val split")
+    n_test: int = Field(200, ge=1, description="clips in the test split")
+    seed: int = Field(0, description="the world's seed (all clips); independent of the run seed")
+
+    @model_validator(mode="after")
+    def _events_fit(self) -> MediaWorldParams:
+        frames = round(self.duration * self.fps)
+        if frames < 4:
+            raise ValueError(f"duration * fps = {frames} frames; need at least 4")
+        if self.min_events > self.max_events:
+            raise ValueError(f"min_events {self.min_events} > max_events {self.max_events}")
+        window = (frames - 3) / self.fps  # impacts lie in [1 / fps, (frames - 2) / fps]
+        if (self.max_events - 1) * self.min_gap > window:
+            raise ValueError(
+                f"{self.max_events} impacts {self.min_gap} s apart do not fit in {window:.3f} s "
+                "(impacts keep one frame from the start and two from the end)"
+            )
+        return self
