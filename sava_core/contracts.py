@@ -178,6 +178,34 @@ class Sampler(Component, ABC):
 
 
 @dataclass
+class Features:
+    """What an extractor returns for a batch: ``embeddings`` (B, D) float (one row per sample; an
+    extractor that embeds windows returns one row per window and says so in its protocol) and,
+    for classifiers, ``logits`` (B, K)."""
+
+    embeddings: Tensor
+    logits: Tensor | None = None
+
+
+class FeatureExtractor(nn.Module, Component, ABC):
+    """A frozen evaluation network (I3D, VGGish, PANNs, CLAP, ImageBind, CAVP, ...): media -> :class:`Features`.
+
+    ``modality`` is "video" (input (B, F, 3, H, W) in [0, 1] at ``fps``), "audio" (input (B, C, S)
+    in [-1, 1] at ``sample_rate``) or "text" (a list of prompts). ``protocol()`` describes exactly
+    how inputs are prepared (resampler, resize mode, clip length, frame count and stride) and which
+    checkpoint (with its sha256) is loaded; it is stored with every score.
+    """
+
+    modality: Literal["video", "audio", "text"]
+
+    @abstractmethod
+    def extract(self, batch: Any) -> Features: ...
+
+    @abstractmethod
+    def protocol(self) -> dict[str, Any]: ...
+
+
+@dataclass
 class Score:
     """A metric's numbers with the protocol that produced them (extractor, hashes, rates, N...)."""
 

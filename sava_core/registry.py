@@ -38,6 +38,7 @@ KINDS: dict[str, str] = {
     "backbone": "sava_core.contracts:Backbone",
     "sampler": "sava_core.contracts:Sampler",
     "metric": "sava_core.contracts:Metric",
+    "extractor": "sava_core.contracts:FeatureExtractor",
     "dataset": "sava_core.contracts:Dataset",
 }
 

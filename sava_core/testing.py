@@ -40,6 +40,8 @@ def call_component(kind: str, component: Any, inputs: tuple[Any, ...]) -> Any:
         return component.latents(*inputs) if component.provides_latents else component.media(*inputs)[0]
     if kind == "metric":
         return component.compute(*inputs)
+    if kind == "extractor":
+        return component.extract(*inputs)
     if kind == "sampler":
         return component.sample(*inputs)
     return component(*inputs)
@@ -49,7 +51,7 @@ def first_tensor(output: Any) -> torch.Tensor:
     """The main tensor of an output (a tensor, a dataclass with tensors, or a tuple)."""
     if isinstance(output, torch.Tensor):
         return output
-    for attr in ("tokens", "video", "sample", "latents"):
+    for attr in ("tokens", "video", "embeddings", "sample", "latents"):
         if isinstance(getattr(output, attr, None), torch.Tensor):
             return getattr(output, attr)
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
