@@ -17,3 +17,6 @@ def sava_register(registry) -> None:  # type: ignore[no-untyped-def]
                       summary="g_A / g_V: per-step MLP, masked latent -> partner's encoder latent")
     registry.register("projector", "mlp", f"{_STAGE1}:MLPProjector", params=f"{_PARAMS}:MLPParams",
                       summary="P_theta: per-step MLP, video latent alone -> masked aligned video latent")
+    registry.register("sampler", "diffusers", "sava_core.components.sampling:DiffusersSampler",
+                      params=f"{_PARAMS}:DiffusionSamplerParams",
+                      summary="diffusers DDIM / DPM-Solver / DDPM with classifier-free guidance")

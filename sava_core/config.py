@@ -30,12 +30,19 @@ class ComponentRef(StrictModel):
 
 
 class ModelSection(StrictModel):
-    """The method's trainable and frozen parts (paper section 3)."""
+    """The method's trainable and frozen parts (paper section 3). Encoders, backbones and the
+    sampler are needed by the generation stages (pretrain, finetune, generate)."""
 
     adapter: ComponentRef = component("adapter", default=ComponentRef(name="mlp"))
     mask: ComponentRef = component("mask", default=ComponentRef(name="mlp"))
     decoder: ComponentRef = component("decoder", default=ComponentRef(name="mlp"))
     projector: ComponentRef = component("projector", default=ComponentRef(name="mlp"))
+    video_encoder: ComponentRef | None = component("video_encoder", default=None)
+    audio_encoder: ComponentRef | None = component("audio_encoder", default=None)
+    text_encoder: ComponentRef | None = component("text_encoder", default=None)
+    video_backbone: ComponentRef | None = component("backbone", default=None)
+    audio_backbone: ComponentRef | None = component("backbone", default=None)
+    sampler: ComponentRef = component("sampler", default=ComponentRef(name="diffusers"))
 
 
 class LossConfig(StrictModel):
@@ -77,6 +84,44 @@ class AlignConfig(StrictModel):
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
 
 
+class PretrainConfig(StrictModel):
+    """One-time training of the synthetic world's autoencoders and T2V / T2A backbones.
+
+    Weights go to ``weights`` (a directory) or, when null, to a user cache keyed by a hash of the
+    world, the components and this section; a later run with the same key reuses them."""
+
+    autoencoder: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=1500, batch_size=8, lr=2e-3, val_every=500))
+    video: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=4000, batch_size=32, lr=1e-3, val_every=1000))
+    audio: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=4000, batch_size=32, lr=1e-3, val_every=1000))
+    text_dropout: float = Field(0.1, ge=0, lt=1, description="probability of the empty prompt (for guidance)")
+    weights: str | None = Field(None, description="directory of the weights; null: the user cache")
+
+
+class FinetuneConfig(StrictModel):
+    """Stage II: TV2A (and TA2V) = the T2A (T2V) backbone + LoRA on its conditioning (cross-attention)
+    layers, conditioned on [text ; phi(aligned latent)]; only LoRA and phi train."""
+
+    directions: list[Literal["tv2a", "ta2v"]] = Field(default_factory=lambda: ["tv2a"], min_length=1)
+    condition_source: Literal["projector", "masked"] = Field(
+        "projector", description="TV2A's training condition: P_theta(video latent) (what inference sees) or the Stage I masked latent"
+    )
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: float = Field(8.0, gt=0)
+    text_dropout: float = Field(0.1, ge=0, lt=1, description="probability of dropping text and condition together")
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=1500, batch_size=32, lr=1e-3, val_every=500))
+
+
+class GenerateConfig(StrictModel):
+    """Stage III: cascaded sampling on the world's test prompts, ground-truth checks and outputs."""
+
+    mode: Literal["two_stream", "cascade", "cascade_bidirectional"] = "cascade"
+    prompts: int = Field(16, ge=1, description="test prompts (sampled from the world's test factors)")
+    prompt_seed: int = Field(12345, description="seed of the prompts (the same for every variant)")
+    batch_size: int = Field(16, ge=1)
+    event_tolerance: float = Field(0.25, gt=0, description="seconds within which a seen and a heard event match")
+    save_media: int = Field(4, ge=0, description="samples written as mp4 + wav + figure")
+
+
 class TrackingConfig(StrictModel):
     """Experiment tracking through Accelerate's trackers; logs go to each run's ``tracking/``."""
 
@@ -90,7 +135,7 @@ class ReportConfig(StrictModel):
     plot: bool = True
 
 
-Stage = Literal["align"]
+Stage = Literal["pretrain", "align", "finetune", "generate"]
 
 
 class Recipe(StrictModel):
@@ -102,6 +147,9 @@ class Recipe(StrictModel):
     data: ComponentRef = component("dataset")
     model: ModelSection = Field(default_factory=ModelSection)
     align: AlignConfig = Field(default_factory=AlignConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
     seed: int = Field(0, description="the seed of a single run; set per cell from `seeds`")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     variants: dict[str, list[str]] = Field(default_factory=dict, description="name -> key=value overrides")

@@ -135,11 +135,12 @@ class Projector(nn.Module, Component, ABC):
 @dataclass
 class Condition:
     """What a backbone is conditioned on: text tokens (B, N, D), their mask (B, N) and optional
-    extra condition tokens (B, M, D) (phi of an aligned latent, Stage II)."""
+    extra condition tokens (B, M, D) (phi of an aligned latent, Stage II) with their mask."""
 
     text: Tensor
     text_mask: Tensor | None = None
     extra: Tensor | None = None
+    extra_mask: Tensor | None = None  # (B, M) bool; False drops a row's extra tokens (guidance)
 
 
 class Backbone(nn.Module, Component, ABC):

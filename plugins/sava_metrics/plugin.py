@@ -1,8 +1,36 @@
-"""Registers the metrics components. Loaded through the `sava.plugins` entry point `metrics`."""
+"""Registers the evaluation extractors and metrics. Loaded through the ``sava.plugins`` entry point ``metrics``.
+
+Registration is lazy: nothing here imports torch (parameter models live in ``sava_metrics.params``).
+"""
 
 from sava_core.plugin import hookimpl
+
+_EXTRACTORS = (
+    ("vggish", "vggish:VGGish", "VGGishParams", "VGGish 128-d embeddings of 0.96 s windows (FAD)"),
+    ("panns_cnn14", "panns:PANNsCnn14", "PANNsParams", "PANNs Cnn14 16 kHz: 2048-d embedding + 527 AudioSet logits (FD, KL, ISc)"),
+    ("clap", "clap:CLAP", "CLAPParams", "LAION CLAP audio or text embeddings via transformers (FAD-CLAP, CLAP score)"),
+    ("i3d", "i3d:I3D", "I3DParams", "Inception-I3D Kinetics-400 logits of 16 frames (FVD)"),
+    ("imagebind", "imagebind:ImageBind", "ImageBindParams", "ImageBind vision/audio towers (AVHScore); tiny stand-in only so far"),
+    ("cavp", "cavp:CAVP", "CAVPParams", "Diff-Foley CAVP video/audio step embeddings (CAVP similarity); tiny stand-in only so far"),
+)
+
+_METRICS = (
+    ("fvd", "FVD", "FVDParams", "Frechet video distance on I3D logits"),
+    ("fad", "FAD", "FADParams", "Frechet audio distance (VGGish by default; optionally FAD-infinity)"),
+    ("fd", "FD", "FDParams", "Frechet distance on PANNs Cnn14 embeddings"),
+    ("kl", "KL", "KLParams", "KL(reference || generated) of PANNs AudioSet predictions, paired clips"),
+    ("isc", "ISC", "ISCParams", "Inception Score of PANNs AudioSet predictions"),
+    ("clap_score", "CLAPScore", "CLAPScoreParams", "cosine of CLAP audio and caption embeddings"),
+    ("avhscore", "AVHScore", "AVHScoreParams", "JavisBench audio-video harmony: ImageBind frames vs audio"),
+    ("cavp_sim", "CAVPSim", "CAVPSimParams", "per-step cosine of CAVP video and audio embeddings"),
+)
 
 
 @hookimpl
 def sava_register(registry) -> None:  # type: ignore[no-untyped-def]
-    pass
+    for name, target, params, summary in _EXTRACTORS:
+        registry.register("extractor", name, f"sava_metrics.{target}", params=f"sava_metrics.params:{params}",
+                          summary=summary)
+    for name, cls, params, summary in _METRICS:
+        registry.register("metric", name, f"sava_metrics.metrics:{cls}", params=f"sava_metrics.params:{params}",
+                          summary=summary)

@@ -191,6 +191,15 @@ class MediaWorld(Dataset):
     def media(self, split: str) -> MediaWorldSplit:
         return MediaWorldSplit(self, split)
 
+    def prompts(self, n: int, seed: int) -> list[tuple[str, MediaFactors]]:
+        """Test prompts with their ground truth (see :func:`test_prompts`)."""
+        return test_prompts(self, n, seed)
+
+    def ground_truth_metrics(self, video: Tensor, audio: Tensor, factors: list[MediaFactors], tolerance_s: float) -> dict[str, float]:
+        """See :func:`ground_truth_metrics`."""
+        p = self.params
+        return ground_truth_metrics(video, audio, p.fps, p.sample_rate, factors, p.n_classes, tolerance_s)
+
     def clip(self, split: str, index: int) -> Clip:
         """Clip ``index`` of ``split``; ``meta`` adds its split, index and seed."""
         if not 0 <= index < self.split_size(split):
@@ -449,3 +458,34 @@ class MediaWorldSplit(torch.utils.data.Dataset):
         if index < 0:
             index += self._len
         return self.world.clip(self.split, index)
+
+
+def test_prompts(world: MediaWorld, n: int, seed: int) -> list[tuple[str, MediaFactors]]:
+    """``n`` prompts with their ground-truth factors, drawn from seeds ``seed``, ``seed + 1``, ..."""
+    return [(caption(f), f) for f in (world.sample_factors(seed + i) for i in range(n))]
+
+
+def ground_truth_metrics(video: Tensor, audio: Tensor, fps: float, sample_rate: int, factors: list[MediaFactors],
+                         n_classes: int, tolerance_s: float) -> dict[str, float]:
+    """Checks of generated clips against what their prompts asked for and against each other.
+
+    video (N, F, 3, H, W) in [0, 1], audio (N, C, S) in [-1, 1]. Returns means over clips of:
+    ``sync_error_ms`` (for each seen impact, the distance to the nearest heard one, capped at 1 s;
+    1 s when nothing is heard), ``event_f1`` (heard vs seen impacts matched within ``tolerance_s``),
+    ``class_consistency`` (the class seen equals the class heard), ``video_class_acc`` and
+    ``audio_class_acc`` (equal to the prompt's class) and ``count_acc`` (seen impacts = prompted)."""
+    from sava_synth.events import classify_audio, classify_video, detect_audio_events, detect_visual_events, match_events
+
+    rows: dict[str, list[float]] = {k: [] for k in ("sync_error_ms", "event_f1", "class_consistency",
+                                                   "video_class_acc", "audio_class_acc", "count_acc")}
+    for v, a, f in zip(video, audio, factors):
+        seen, heard = detect_visual_events(v, fps), detect_audio_events(a, sample_rate)
+        gaps = [min([abs(s - h) for h in heard] + [1.0]) for s in seen]
+        rows["sync_error_ms"].append(1000 * sum(gaps) / len(gaps) if gaps else (0.0 if not heard else 1000.0))
+        rows["event_f1"].append(match_events(heard, seen, tolerance_s)["f1"])
+        cv, ca = classify_video(v, n_classes), classify_audio(a, sample_rate, n_classes)
+        rows["class_consistency"].append(float(cv == ca))
+        rows["video_class_acc"].append(float(cv == f.class_id))
+        rows["audio_class_acc"].append(float(ca == f.class_id))
+        rows["count_acc"].append(float(len(seen) == f.n_events))
+    return {k: sum(v) / len(v) for k, v in rows.items()}

@@ -86,3 +86,58 @@ class MediaWorldParams(StrictModel):
                 "(impacts keep one frame from the start and two from the end)"
             )
         return self
+
+
+class VideoAEParams(StrictModel):
+    """A per-frame convolutional autoencoder: frames (3, H, W) -> latent grid (C, H/4, W/4)."""
+
+    height: int = Field(32, ge=8, multiple_of=4, description="frame height the decoder produces")
+    width: int = Field(32, ge=8, multiple_of=4, description="frame width the decoder produces")
+    latent_channels: int = Field(4, ge=1)
+    hidden: int = Field(16, ge=4, description="channels of the hidden convolutions")
+    pretrained: str | None = Field(None, description="safetensors file of trained weights (written by the pretrain stage)")
+
+
+class AudioAEParams(StrictModel):
+    """A log-mel convolutional autoencoder with a Griffin-Lim vocoder.
+
+    Mel frames (hop ``hop`` samples) are downsampled 4x in time and mel bins; ``fold`` latent steps
+    are folded into one feature vector so the audio latent sequence has the video's number of steps
+    (default: 2 s at 8 kHz -> 128 mel frames -> 32 latent steps -> 16 steps of 2 x 32 features).
+    """
+
+    sample_rate: int = Field(8000, ge=4000)
+    n_fft: int = Field(512, ge=64)
+    hop: int = Field(125, ge=16, description="samples between mel frames")
+    n_mels: int = Field(32, ge=8, multiple_of=4)
+    latent_channels: int = Field(4, ge=1)
+    hidden: int = Field(16, ge=4)
+    fold: int = Field(2, ge=1, description="latent time steps folded into one sequence step")
+    griffin_lim_iters: int = Field(48, ge=1)
+    pretrained: str | None = Field(None, description="safetensors file of trained weights (written by the pretrain stage)")
+
+
+class HashTextParams(StrictModel):
+    """A frozen text encoder: words hashed into a seeded random embedding table, plus positions."""
+
+    dim: int = Field(32, ge=4)
+    buckets: int = Field(1024, ge=16, description="hash buckets for words")
+    max_tokens: int = Field(32, ge=1)
+    seed: int = Field(0, description="seed of the embedding table")
+
+
+class SynthUNetParams(StrictModel):
+    """A diffusers UNet2DConditionModel denoiser with text cross-attention, for the synthetic world.
+
+    ``modality`` video: input (B, F*C, h, w), frames stacked as channels; audio: input (B, C, m, t)
+    with ``time_channels`` fixed sinusoidal channels of the time axis concatenated to the input, so
+    that cross-attention queries know their instant.
+    """
+
+    modality: str = Field(..., pattern="^(video|audio)$")
+    block_out_channels: tuple[int, ...] = (32, 64)
+    layers_per_block: int = Field(1, ge=1)
+    attention_head_dim: int = Field(8, ge=1)
+    time_channels: int = Field(8, ge=0, multiple_of=2, description="sinusoidal channels of the time axis (audio)")
+    attention_levels: int = Field(1, ge=0, description="cross-attention in the lowest this many resolution levels (and the middle)")
+    pretrained: str | None = Field(None, description="safetensors file of trained weights (written by the pretrain stage)")

@@ -19,3 +19,10 @@ def sava_register(registry) -> None:  # type: ignore[no-untyped-def]
         params="sava_synth.params:MediaWorldParams",
         summary="procedural audio-visual clips: a bouncing object seen and heard, silent scenery, off-screen sounds",
     )
+    for kind, name, target, params, summary in (
+        ("video_encoder", "synth_video_ae", "SynthVideoAE", "VideoAEParams", "media world: per-frame conv autoencoder"),
+        ("audio_encoder", "synth_audio_ae", "SynthAudioAE", "AudioAEParams", "media world: log-mel conv autoencoder + Griffin-Lim"),
+        ("text_encoder", "hash_words", "HashTextEncoder", "HashTextParams", "frozen hashed word embeddings + positions"),
+        ("backbone", "synth_unet", "SynthUNet", "SynthUNetParams", "media world: diffusers UNet2DConditionModel denoiser"),
+    ):
+        registry.register(kind, name, f"sava_synth.models:{target}", params=f"sava_synth.params:{params}", summary=summary)

@@ -31,3 +31,13 @@ class MaskParams(StrictModel):
     partner_stop_grad: bool = Field(False, description="joint only: no gradient into the partner input")
     partner_noise: float = Field(0.0, ge=0, description="joint only: std of Gaussian noise on the partner input while training")
     partner_dropout: float = Field(0.0, ge=0, le=1, description="joint only: probability of zeroing the partner input per clip while training")
+
+
+class DiffusionSamplerParams(StrictModel):
+    """The noise schedule (shared by training and sampling) and the reverse process (App. C)."""
+
+    scheduler: Literal["ddim", "dpm", "ddpm"] = Field("ddim", description="diffusers scheduler used to sample")
+    steps: int = Field(25, ge=1, description="denoising steps at sampling time")
+    guidance_scale: float = Field(3.0, ge=0, description="classifier-free guidance; 1 = none")
+    num_train_timesteps: int = Field(1000, ge=10)
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"

@@ -99,20 +99,30 @@ def use_cpu(name: str) -> bool:
     return name == "cpu" or not torch.cuda.is_available()
 
 
-def load_latents(recipe: Recipe, registries: Registries, device: torch.device) -> dict[str, LatentSplit]:
-    """The dataset's train / val / test splits as encoder latents on ``device``."""
+def load_latents(recipe: Recipe, registries: Registries, device: torch.device,
+                 cell_dir: Path | None = None) -> dict[str, LatentSplit]:
+    """The dataset's train / val / test splits as encoder latents on ``device``: given by a latent
+    dataset, or a media dataset encoded by the recipe's (pretrained) video and audio encoders."""
     data = registries["dataset"].build(recipe.data.name, recipe.data.params)
-    if not data.provides_latents:
-        raise SavaError(
-            f"data: dataset {recipe.data.name!r} provides media, and the align stage reads encoder latents; "
-            "use a latent dataset such as factor_world"
-        )
     out = {}
     for split in ("train", "val", "test"):
-        s = data.latents(split)
+        s = data.latents(split) if data.provides_latents else _encoded(recipe, registries, data, split, cell_dir)
         out[split] = LatentSplit(s.video.to(device), s.audio.to(device),
                                  {k: v.to(device) for k, v in s.factors.items()}, s.captions)
     return out
+
+
+def _encoded(recipe: Recipe, registries: Registries, data, split: str, cell_dir: Path | None) -> LatentSplit:  # type: ignore[no-untyped-def]
+    from sava_core.stages.generation import build_encoders, encode_grids, load_media
+    from sava_core.stages.pretrain import recorded_weights
+
+    if recipe.model.video_encoder is None or recipe.model.audio_encoder is None:
+        raise SavaError(f"data: {recipe.data.name!r} provides media; set model.video_encoder and model.audio_encoder "
+                        "so the align stage can encode it (or use a latent dataset such as factor_world)")
+    venc, aenc, _ = build_encoders(recipe, registries, recorded_weights(cell_dir, recipe) if cell_dir else None)
+    media = load_media(data, split)
+    return LatentSplit(venc.grid_to_sequence(encode_grids(venc.eval(), media.video)),
+                       aenc.grid_to_sequence(encode_grids(aenc.eval(), media.audio)), captions=media.captions)
 
 
 def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = False) -> dict[str, float]:
@@ -127,7 +137,7 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
                   hparams=recipe.model_dump(mode="json", include={"model", "align", "data", "seed"}))
 
     torch.manual_seed(recipe.seed)
-    splits = load_latents(recipe, registries, torch.device("cpu"))
+    splits = load_latents(recipe, registries, torch.device("cpu"), cell_dir)
     model = AlignModel(recipe, registries, splits["train"].video.shape[-1], splits["train"].audio.shape[-1])
     trainer = Trainer(AlignObjective(model, cfg.loss.alpha, cfg.loss.lam), cfg.train, seed=recipe.seed,
                       checkpoint_dir=cell_dir / "checkpoints" / "align", name="align", **common)

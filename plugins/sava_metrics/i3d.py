@@ -1,0 +1,171 @@
+"""Inception-I3D (Carreira & Zisserman, 2017; Kinetics-400) for FVD (Unterthiner et al., 2018).
+
+Architecture and state-dict keys match ``piergiaj/pytorch-i3d`` (``pytorch_i3d.py: InceptionI3d``,
+the TF-Hub/DeepMind model ported with TF "SAME" padding): ``Conv3d_1a_7x7``, ``Conv3d_2b_1x1``,
+``Conv3d_2c_3x3``, ``Mixed_3b`` ... ``Mixed_5c`` (branches ``b0``, ``b1a``, ``b1b``, ``b2a``, ``b2b``,
+``b3b``, each ``conv3d`` + ``bn`` with eps 1e-3) and ``logits.conv3d`` (1024 -> 400, with bias).
+Published files with these keys: ``rgb_imagenet.pt`` (piergiaj) and ``i3d_pretrained_400.pt``
+(VideoGPT / common FVD code). StyleGAN-V's ``i3d_torchscript.pt`` is a TorchScript archive and is
+not loaded here (see docs/metrics.md).
+
+FVD features: the 400 logits, averaged over the remaining time steps, of ``frames`` frames resized
+bilinearly to ``size`` x ``size`` without crop and scaled to [-1, 1] (the StyleGAN-V protocol's
+preparation). The final average pool is [2, 7, 7] as published; inputs smaller than 16 x 224 x 224
+pool over what is left, which is identical at the published size.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sava_core.contracts import Features
+from sava_core.evaluation import MediaItem
+from sava_metrics.common import (
+    MediaExtractor, build_model, frames_of, load_into, load_state_dict_file, resize_frames, verify_checkpoint,
+)
+from sava_metrics.params import I3DParams
+
+PUBLISHED = "Inception-I3D Kinetics-400 RGB (piergiaj rgb_imagenet.pt or i3d_pretrained_400.pt)"
+
+
+def _same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF "SAME" padding (front, back) of one axis."""
+    total = max(kernel - stride, 0) if size % stride == 0 else max(kernel - size % stride, 0)
+    return total // 2, total - total // 2
+
+
+def _pad3d(x: Tensor, kernel: tuple[int, int, int], stride: tuple[int, int, int]) -> Tensor:
+    t, h, w = x.shape[2:]
+    pt, ph, pw = (_same_pad(s, k, st) for s, k, st in zip((t, h, w), kernel, stride))
+    return F.pad(x, (*pw, *ph, *pt))
+
+
+class MaxPool3dSame(nn.Module):
+    def __init__(self, kernel: tuple[int, int, int], stride: tuple[int, int, int]):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.max_pool3d(_pad3d(x, self.kernel, self.stride), self.kernel, self.stride)
+
+
+class Unit3D(nn.Module):
+    """Conv3d with TF SAME padding, then BatchNorm (eps 1e-3) and ReLU (or a biased conv alone)."""
+
+    def __init__(self, cin: int, cout: int, kernel: tuple[int, int, int] = (1, 1, 1),
+                 stride: tuple[int, int, int] = (1, 1, 1), logits: bool = False):
+        super().__init__()
+        self.kernel, self.stride, self.is_logits = kernel, stride, logits
+        self.conv3d = nn.Conv3d(cin, cout, kernel, stride, padding=0, bias=logits)
+        if not logits:
+            self.bn = nn.BatchNorm3d(cout, eps=0.001, momentum=0.01)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv3d(_pad3d(x, self.kernel, self.stride))
+        return x if self.is_logits else F.relu(self.bn(x))
+
+
+class InceptionModule(nn.Module):
+    def __init__(self, cin: int, out: tuple[int, ...]):
+        super().__init__()
+        self.b0 = Unit3D(cin, out[0])
+        self.b1a = Unit3D(cin, out[1])
+        self.b1b = Unit3D(out[1], out[2], (3, 3, 3))
+        self.b2a = Unit3D(cin, out[3])
+        self.b2b = Unit3D(out[3], out[4], (3, 3, 3))
+        self.b3a = MaxPool3dSame((3, 3, 3), (1, 1, 1))
+        self.b3b = Unit3D(cin, out[5])
+        self.out_channels = out[0] + out[2] + out[4] + out[5]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(self.b3a(x))], 1)
+
+
+_MIXED = {
+    "Mixed_3b": (64, 96, 128, 16, 32, 32), "Mixed_3c": (128, 128, 192, 32, 96, 64),
+    "Mixed_4b": (192, 96, 208, 16, 48, 64), "Mixed_4c": (160, 112, 224, 24, 64, 64),
+    "Mixed_4d": (128, 128, 256, 24, 64, 64), "Mixed_4e": (112, 144, 288, 32, 64, 64),
+    "Mixed_4f": (256, 160, 320, 32, 128, 128), "Mixed_5b": (256, 160, 320, 32, 128, 128),
+    "Mixed_5c": (384, 192, 384, 48, 128, 128),
+}
+_POOL_BEFORE = {"Mixed_3b": ((1, 3, 3), (1, 2, 2)), "Mixed_4b": ((3, 3, 3), (2, 2, 2)), "Mixed_5b": ((2, 2, 2), (2, 2, 2))}
+
+
+class InceptionI3d(nn.Module):
+    """Video (B, 3, T, H, W) in [-1, 1] -> logits (B, classes) averaged over time.
+
+    ``divisor`` divides every channel width (1 = published; larger for the tiny preset).
+    """
+
+    def __init__(self, classes: int = 400, divisor: int = 1):
+        super().__init__()
+
+        def w(c: int) -> int:
+            return max(1, c // divisor)
+
+        self.Conv3d_1a_7x7 = Unit3D(3, w(64), (7, 7, 7), (2, 2, 2))
+        self.MaxPool3d_2a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
+        self.Conv3d_2b_1x1 = Unit3D(w(64), w(64))
+        self.Conv3d_2c_3x3 = Unit3D(w(64), w(192), (3, 3, 3))
+        c = w(192)
+        self.order: list[str] = ["Conv3d_1a_7x7", "MaxPool3d_2a_3x3", "Conv3d_2b_1x1", "Conv3d_2c_3x3"]
+        for name, out in _MIXED.items():
+            if name in _POOL_BEFORE:
+                pool = "MaxPool3d_" + {"Mixed_3b": "3a_3x3", "Mixed_4b": "4a_3x3", "Mixed_5b": "5a_2x2"}[name]
+                setattr(self, pool, MaxPool3dSame(*_POOL_BEFORE[name]))
+                self.order.append(pool)
+            module = InceptionModule(c, tuple(w(o) for o in out))
+            setattr(self, name, module)
+            self.order.append(name)
+            c = module.out_channels
+        self.logits = Unit3D(c, classes, logits=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for name in self.order:
+            x = getattr(self, name)(x)
+        t, h, wd = x.shape[2:]
+        x = F.avg_pool3d(x, (min(2, t), min(7, h), min(7, wd)), stride=1)
+        return self.logits(x).mean((2, 3, 4))
+
+
+class I3D(MediaExtractor):
+    """I3D logits for FVD: frames (B, F, 3, size, size) in [0, 1] -> (B, 400)."""
+
+    Params = I3DParams
+    name: ClassVar[str] = "i3d"
+    modality = "video"
+
+    def __init__(self, params: I3DParams):
+        super().__init__()
+        self.params = params
+        self.fps = params.fps
+        self.checkpoint_sha256: str | None = None
+        if params.preset == "tiny":
+            self.net = build_model("tiny", params.seed, lambda: InceptionI3d(400, divisor=16))
+        else:
+            path, self.checkpoint_sha256 = verify_checkpoint(self.name, params.checkpoint, params.sha256, PUBLISHED)
+            self.net = build_model("published", 0, InceptionI3d)
+            load_into(self.net, load_state_dict_file(path), self.name, path, PUBLISHED)
+
+    def prepare(self, item: MediaItem) -> Tensor:
+        p = self.params
+        video = frames_of(item, self.name, fps=p.fps, frames=p.frames, stride=p.frame_stride)
+        return resize_frames(video, p.size, "bilinear")
+
+    def extract(self, batch: Tensor) -> Features:
+        logits = self.net(batch.float().permute(0, 2, 1, 3, 4) * 2 - 1)
+        return Features(logits, logits)
+
+    def protocol(self) -> dict[str, Any]:
+        p = self.params
+        return self.base_protocol(
+            p.checkpoint, self.checkpoint_sha256,
+            frames=p.frames, frame_stride=p.frame_stride, frame_start=0,
+            fps=p.fps if p.fps is not None else "native",
+            resize=f"bilinear {p.size}x{p.size}, align_corners=False, no antialias, no crop",
+            value_range="[-1, 1]", embedding="400 Kinetics logits averaged over time",
+        )

@@ -1,0 +1,287 @@
+"""Small pretrained-style components for the media world: video and audio autoencoders, a frozen
+text encoder and UNet denoisers built from diffusers model classes.
+
+Latent conventions (frames F, video latent channels C_v, audio latent channels C_a):
+
+* video: frames (B, F, 3, H, W) in [0, 1] -> grid (B, F, C_v, H/4, W/4) -> sequence (B, F, C_v*H*W/16);
+* audio: waveform (B, 1, S) in [-1, 1] -> normalised log-mel (B, 1, n_mels, M) -> grid
+  (B, C_a, n_mels/4, M/4) -> sequence (B, M/(4*fold), fold*C_a*n_mels/4).
+
+Grids are what the diffusion backbones denoise; sequences (time first) are what Stage I aligns.
+Latents are scaled to unit standard deviation (``latent_scale``, fitted after training).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from pathlib import Path
+
+import torch
+import torchaudio
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from sava_core.components.embeddings import sinusoids
+from sava_core.contracts import AudioEncoder, Backbone, Condition, TextEmbedding, TextEncoder, VideoEncoder
+from sava_core.errors import SavaError
+from sava_synth.params import AudioAEParams, HashTextParams, SynthUNetParams, VideoAEParams
+
+
+def load_weights(module: nn.Module, path: str | None, what: str) -> None:
+    """Load a safetensors state dict into ``module`` (strict), with a clear error if missing."""
+    if path is None:
+        return
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise SavaError(
+            f"{what}: pretrained weights {file} not found; run `sava run recipes/synth_pretrain.yaml` "
+            "(or a recipe whose stages start with pretrain), or set pretrained: null for random weights"
+        )
+    module.load_state_dict(load_file(str(file)))
+
+
+def _conv_block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(4, cout), nn.SiLU())
+
+
+def _up_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv_block(cin, cout))
+
+
+class _ConvAE(nn.Module):
+    """Images (N, c_in, h, w) <-> latent grids (N, c_lat, h/4, w/4)."""
+
+    def __init__(self, c_in: int, c_lat: int, hidden: int, out_act: nn.Module):
+        super().__init__()
+        self.enc = nn.Sequential(_conv_block(c_in, hidden), _conv_block(hidden, hidden, 2),
+                                 _conv_block(hidden, 2 * hidden, 2), nn.Conv2d(2 * hidden, c_lat, 1))
+        self.dec = nn.Sequential(nn.Conv2d(c_lat, 2 * hidden, 3, padding=1), nn.SiLU(), _up_block(2 * hidden, hidden),
+                                 _up_block(hidden, hidden), nn.Conv2d(hidden, c_in, 3, padding=1), out_act)
+
+
+class SynthVideoAE(VideoEncoder):
+    """f_v for the media world: a per-frame conv autoencoder (see the module docstring for shapes)."""
+
+    Params = VideoAEParams
+
+    def __init__(self, params: VideoAEParams):
+        super().__init__()
+        self.params = params
+        self.ae = _ConvAE(3, params.latent_channels, params.hidden, nn.Sigmoid())
+        self.register_buffer("latent_scale", torch.ones(()))
+        self.grid = (params.latent_channels, params.height // 4, params.width // 4)
+        self.latent_dim = math.prod(self.grid)
+        load_weights(self, params.pretrained, "synth_video_ae")
+        self.requires_grad_(params.pretrained is None)
+
+    def encode_grid(self, video: Tensor) -> Tensor:
+        """(B, F, 3, H, W) in [0, 1] -> (B, F, C, H/4, W/4), unit scale."""
+        b, f = video.shape[:2]
+        z = self.ae.enc(video.flatten(0, 1) * 2 - 1) * self.latent_scale
+        return z.reshape(b, f, *z.shape[1:])
+
+    def decode_grid(self, grid: Tensor) -> Tensor:
+        """(B, F, C, h, w) -> (B, F, 3, 4h, 4w) in [0, 1]."""
+        b, f = grid.shape[:2]
+        x = self.ae.dec(grid.flatten(0, 1) / self.latent_scale)
+        return x.reshape(b, f, *x.shape[1:])
+
+    def grid_to_sequence(self, grid: Tensor) -> Tensor:
+        """(B, F, C, h, w) -> (B, F, C*h*w)."""
+        return grid.flatten(2)
+
+    def sequence_to_grid(self, seq: Tensor) -> Tensor:
+        return seq.reshape(*seq.shape[:2], *self.grid)
+
+    def encode(self, video: Tensor) -> Tensor:
+        return self.grid_to_sequence(self.encode_grid(video))
+
+    def decode(self, latent: Tensor) -> Tensor:
+        return self.decode_grid(self.sequence_to_grid(latent))
+
+    def autoencoder_loss(self, video: Tensor) -> Tensor:
+        """Pixel mean squared error of a reconstruction, (B, F, 3, H, W) -> scalar."""
+        return (self.decode_grid(self.encode_grid(video)) - video).pow(2).mean()
+
+    @torch.no_grad()
+    def fit_statistics(self, video: Tensor) -> None:
+        """Set ``latent_scale`` so that latents of ``video`` have unit standard deviation."""
+        self.latent_scale.fill_(1.0)
+        self.latent_scale.fill_(1.0 / float(self.encode_grid(video).std().clamp_min(1e-6)))
+
+
+class SynthAudioAE(AudioEncoder):
+    """f_a for the media world: log-mel conv autoencoder + Griffin-Lim (see the module docstring)."""
+
+    Params = AudioAEParams
+
+    def __init__(self, params: AudioAEParams):
+        super().__init__()
+        p = self.params = params
+        self.sample_rate = p.sample_rate
+        self.mel = torchaudio.transforms.MelSpectrogram(p.sample_rate, n_fft=p.n_fft, hop_length=p.hop, n_mels=p.n_mels,
+                                                        power=1.0)
+        self.inverse_mel = torchaudio.transforms.InverseMelScale(p.n_fft // 2 + 1, n_mels=p.n_mels, sample_rate=p.sample_rate)
+        self.griffin_lim = torchaudio.transforms.GriffinLim(n_fft=p.n_fft, hop_length=p.hop, power=1.0, n_iter=p.griffin_lim_iters)
+        self.ae = _ConvAE(1, p.latent_channels, p.hidden, nn.Identity())
+        self.register_buffer("mel_mean", torch.zeros(()))
+        self.register_buffer("mel_std", torch.ones(()))
+        self.register_buffer("latent_scale", torch.ones(()))
+        self.latent_dim = p.fold * p.latent_channels * p.n_mels // 4
+        load_weights(self, p.pretrained, "synth_audio_ae")
+        self.requires_grad_(p.pretrained is None)
+
+    def mel_frames(self, samples: int) -> int:
+        """Mel frames used for ``samples`` samples: a multiple of 4 * fold."""
+        unit = 4 * self.params.fold
+        return (samples // self.params.hop) // unit * unit
+
+    def log_mel(self, audio: Tensor) -> Tensor:
+        """(B, 1, S) -> normalised log-mel (B, 1, n_mels, M)."""
+        m = self.mel(audio.mean(1))[..., : self.mel_frames(audio.shape[-1])]
+        return ((torch.log(m + 1e-4) - self.mel_mean) / self.mel_std).unsqueeze(1)
+
+    def encode_grid(self, audio: Tensor) -> Tensor:
+        """(B, 1, S) in [-1, 1] -> (B, C, n_mels/4, M/4), unit scale."""
+        return self.ae.enc(self.log_mel(audio)) * self.latent_scale
+
+    def decode_mel(self, grid: Tensor) -> Tensor:
+        """(B, C, n_mels/4, M/4) -> normalised log-mel (B, 1, n_mels, M)."""
+        return self.ae.dec(grid / self.latent_scale)
+
+    def vocode(self, log_mel: Tensor, samples: int) -> Tensor:
+        """Normalised log-mel (B, 1, n_mels, M) -> waveform (B, 1, samples) by Griffin-Lim."""
+        mel = torch.exp(log_mel.squeeze(1) * self.mel_std + self.mel_mean).clamp_min(0)
+        spec = self.inverse_mel(mel)
+        wave = self.griffin_lim(spec)
+        wave = torch.nn.functional.pad(wave, (0, max(samples - wave.shape[-1], 0)))[..., :samples]
+        return (wave / wave.abs().amax(-1, keepdim=True).clamp_min(1e-3) * 0.9).unsqueeze(1)
+
+    def grid_to_sequence(self, grid: Tensor) -> Tensor:
+        """(B, C, m, t) -> (B, t/fold, fold*C*m): time first, ``fold`` steps per sequence step."""
+        b, c, m, t = grid.shape
+        f = self.params.fold
+        return grid.permute(0, 3, 1, 2).reshape(b, t // f, f * c * m)
+
+    def sequence_to_grid(self, seq: Tensor) -> Tensor:
+        b, t, _ = seq.shape
+        c, f = self.params.latent_channels, self.params.fold
+        return seq.reshape(b, t * f, c, -1).permute(0, 2, 3, 1)
+
+    def encode(self, audio: Tensor) -> Tensor:
+        return self.grid_to_sequence(self.encode_grid(audio))
+
+    def decode_grid(self, grid: Tensor) -> Tensor:
+        """(B, C, m, t) -> waveform (B, 1, 4 * t * hop)."""
+        return self.vocode(self.decode_mel(grid), grid.shape[-1] * 4 * self.params.hop)
+
+    def autoencoder_loss(self, audio: Tensor) -> Tensor:
+        """Mean squared error of the normalised log-mel reconstruction, (B, 1, S) -> scalar."""
+        target = self.log_mel(audio)
+        return (self.decode_mel(self.encode_grid(audio)) - target).pow(2).mean()
+
+    @torch.no_grad()
+    def fit_mel_statistics(self, audio: Tensor) -> None:
+        """Normalise log-mels with the mean and std of ``audio`` (B, 1, S); call before training."""
+        self.mel_mean.fill_(0.0)
+        self.mel_std.fill_(1.0)
+        m = self.log_mel(audio)
+        self.mel_mean.fill_(float(m.mean()))
+        self.mel_std.fill_(float(m.std().clamp_min(1e-6)))
+
+    @torch.no_grad()
+    def fit_statistics(self, audio: Tensor) -> None:
+        """Set ``latent_scale`` so that latents of ``audio`` have unit standard deviation."""
+        self.latent_scale.fill_(1.0)
+        self.latent_scale.fill_(1.0 / float(self.encode_grid(audio).std().clamp_min(1e-6)))
+
+    def decode(self, latent: Tensor) -> Tensor:
+        return self.decode_grid(self.sequence_to_grid(latent))
+
+
+class HashTextEncoder(TextEncoder):
+    """f_t: lower-cased words hashed (crc32) into a frozen seeded embedding table, plus sinusoidal
+    positions. prompts -> tokens (B, N, dim), mask (B, N), pooled (B, dim) = mean of real tokens.
+    The empty prompt is one reserved "null" token (for classifier-free guidance)."""
+
+    Params = HashTextParams
+
+    def __init__(self, params: HashTextParams):
+        super().__init__()
+        self.params = params
+        self.dim = params.dim
+        g = torch.Generator().manual_seed(params.seed)
+        self.register_buffer("table", torch.randn(params.buckets + 1, params.dim, generator=g))
+        self.register_buffer("positions", sinusoids(params.max_tokens, params.dim) * 0.5)
+
+    def token_ids(self, prompt: str) -> list[int]:
+        words = re.findall(r"[a-z]+", prompt.lower())[: self.params.max_tokens]
+        return [1 + zlib.crc32(w.encode()) % self.params.buckets for w in words] or [0]
+
+    def encode(self, prompts: list[str]) -> TextEmbedding:
+        ids = [self.token_ids(p) for p in prompts]
+        n = max(len(i) for i in ids)
+        mask = torch.zeros(len(ids), n, dtype=torch.bool)
+        index = torch.zeros(len(ids), n, dtype=torch.long)
+        for row, seq in enumerate(ids):
+            index[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = True
+        tokens = (self.table[index] + self.positions[:n]) * mask.unsqueeze(-1)
+        pooled = tokens.sum(1) / mask.sum(1, keepdim=True)
+        return TextEmbedding(tokens, mask, pooled)
+
+
+class SynthUNet(Backbone):
+    """eps_theta for the media world: a diffusers ``UNet2DConditionModel`` with cross-attention over
+    [text tokens ; extra condition tokens]. Runtime arguments: ``latent_shape`` (the AE's grid; for
+    video (F, C, h, w), stacked to (F*C, h, w)) and ``condition_dim`` (the text width)."""
+
+    Params = SynthUNetParams
+
+    def __init__(self, params: SynthUNetParams, *, latent_shape: tuple[int, ...], condition_dim: int):
+        super().__init__()
+        from diffusers import UNet2DConditionModel
+
+        self.params = params
+        self.modality = params.modality
+        self.latent_shape = tuple(latent_shape)
+        self.condition_dim = condition_dim
+        self.prediction_type = "epsilon"
+        self.lora_targets = [r".*attn2\.(to_q|to_k|to_v|to_out\.0)"]
+        if params.modality == "video":
+            f, c, h, w = latent_shape
+            channels, size, extra = f * c, (h, w), 0
+        else:
+            c, m, t = latent_shape
+            channels, size, extra = c, (m, t), params.time_channels
+        n, a = len(params.block_out_channels), min(params.attention_levels, len(params.block_out_channels))
+        self.unet = UNet2DConditionModel(
+            sample_size=size, in_channels=channels + extra, out_channels=channels,
+            block_out_channels=params.block_out_channels, layers_per_block=params.layers_per_block,
+            down_block_types=("DownBlock2D",) * (n - a) + ("CrossAttnDownBlock2D",) * a,
+            up_block_types=("CrossAttnUpBlock2D",) * a + ("UpBlock2D",) * (n - a),
+            mid_block_type="UNetMidBlock2DCrossAttn", cross_attention_dim=condition_dim,
+            attention_head_dim=params.attention_head_dim, norm_num_groups=min(32, params.block_out_channels[0]),
+        )
+        if extra:
+            self.register_buffer("time_embedding", sinusoids(size[1], extra).T[:, None, :].expand(-1, size[0], -1).clone())
+        load_weights(self, params.pretrained, f"synth_unet ({params.modality})")
+
+    def forward(self, noisy: Tensor, timestep: Tensor, condition: Condition) -> Tensor:
+        x = noisy.flatten(1, 2) if self.modality == "video" else noisy
+        if self.modality == "audio" and self.params.time_channels:
+            x = torch.cat([x, self.time_embedding.expand(x.shape[0], -1, -1, -1)], dim=1)
+        tokens, mask = condition.text, condition.text_mask
+        if condition.extra is not None:
+            tokens = torch.cat([tokens, condition.extra], dim=1)
+            extra_mask = condition.extra_mask
+            if extra_mask is None:
+                extra_mask = torch.ones(condition.extra.shape[:2], dtype=torch.bool, device=tokens.device)
+            if mask is None:
+                mask = torch.ones(condition.text.shape[:2], dtype=torch.bool, device=tokens.device)
+            mask = torch.cat([mask, extra_mask], dim=1)
+        out = self.unet(x, timestep, encoder_hidden_states=tokens,
+                        encoder_attention_mask=None if mask is None else mask.to(tokens.dtype)).sample
+        return out.reshape(noisy.shape)

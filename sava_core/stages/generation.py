@@ -1,0 +1,224 @@
+"""What the generation stages share: building the recipe's generative components, rendering and
+encoding media splits, the conditional diffusion objective and Stage II's condition projection phi.
+
+Latent layouts follow the encoders: a *grid* is what a backbone denoises, a *sequence* (B, T, D) is
+what Stage I aligns; encoders used here provide ``encode_grid``, ``decode_grid``,
+``grid_to_sequence`` and ``sequence_to_grid`` (see ``sava_synth.models``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sava_core.components.embeddings import sinusoids
+from sava_core.config import ComponentRef, Recipe
+from sava_core.contracts import Condition, TextEncoder
+from sava_core.errors import SavaError
+from sava_core.registry import Registries
+
+WEIGHT_FILES = {"video_encoder": "video_encoder.safetensors", "audio_encoder": "audio_encoder.safetensors",
+                "video_backbone": "t2v.safetensors", "audio_backbone": "t2a.safetensors"}
+
+
+def _require(recipe: Recipe, *names: str) -> None:
+    missing = [n for n in names if getattr(recipe.model, n) is None]
+    if missing:
+        raise SavaError(f"model: the stages {recipe.stages} need {', '.join('model.' + m for m in missing)}; "
+                        "see recipes/quickstart.yaml for a complete example")
+
+
+def pretrain_key(recipe: Recipe) -> str:
+    """Hash of everything pretrained weights depend on: the world, the components (not their
+    ``pretrained`` paths) and the pretrain section."""
+    m = recipe.model
+    parts: dict[str, Any] = {"data": recipe.data.model_dump(), "pretrain": recipe.pretrain.model_dump(exclude={"weights"})}
+    for name in WEIGHT_FILES | {"text_encoder": None, "sampler": None}:
+        ref = getattr(m, name)
+        parts[name] = None if ref is None else {"name": ref.name, "params": {k: v for k, v in ref.params.items() if k != "pretrained"}}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def weights_dir(recipe: Recipe) -> Path:
+    """Where the pretrained generative weights of this recipe live: ``pretrain.weights``, or the
+    user cache ``$SAVA_CACHE/pretrained/<key>`` (default ``~/.cache/sava``)."""
+    if recipe.pretrain.weights:
+        return Path(recipe.pretrain.weights).expanduser()
+    root = Path(os.environ.get("SAVA_CACHE", Path.home() / ".cache" / "sava"))
+    return root / "pretrained" / pretrain_key(recipe)
+
+
+def shipped_weights(recipe: Recipe) -> Path | None:
+    """Weights shipped with the synthetic world, if they were made by this exact configuration."""
+    import sava_synth
+
+    folder = Path(sava_synth.__file__).parent / "weights"
+    info = folder / "pretrain.json"
+    if info.is_file() and json.loads(info.read_text()).get("key") == pretrain_key(recipe):
+        return folder
+    return None
+
+
+def pretrained_dir(recipe: Recipe) -> Path | None:
+    """An existing complete weights directory for this recipe (shipped, configured or cached)."""
+    for folder in (shipped_weights(recipe), weights_dir(recipe)):
+        if folder is not None and (folder / "pretrain.json").is_file():
+            return folder
+    return None
+
+
+def _build(registries: Registries, kind: str, ref: ComponentRef, weights: Path | None, file: str | None, **runtime: Any) -> Any:
+    params = dict(ref.params)
+    if weights is not None and file is not None and params.get("pretrained") is None:
+        params["pretrained"] = str(weights / file)
+    return registries[kind].build(ref.name, params, **runtime)
+
+
+@dataclass
+class Generators:
+    """The frozen generative side of a recipe: encoders/decoders, text encoder, T2V, T2A, sampler."""
+
+    video_encoder: Any
+    audio_encoder: Any
+    text_encoder: TextEncoder
+    t2v: Any
+    t2a: Any
+    sampler: Any
+
+    def modules(self) -> list[nn.Module]:
+        return [self.video_encoder, self.audio_encoder, self.text_encoder, self.t2v, self.t2a]
+
+
+def build_encoders(recipe: Recipe, registries: Registries, weights: Path | None) -> tuple[Any, Any, TextEncoder]:
+    """The video and audio encoders (with ``weights`` if given) and the text encoder."""
+    _require(recipe, "video_encoder", "audio_encoder", "text_encoder")
+    m = recipe.model
+    venc = _build(registries, "video_encoder", m.video_encoder, weights, WEIGHT_FILES["video_encoder"])
+    aenc = _build(registries, "audio_encoder", m.audio_encoder, weights, WEIGHT_FILES["audio_encoder"])
+    text = registries["text_encoder"].build(m.text_encoder.name, m.text_encoder.params)
+    return venc, aenc, text
+
+
+def build_backbones(recipe: Recipe, registries: Registries, weights: Path | None,
+                    grids: tuple[tuple[int, ...], tuple[int, ...]], text_dim: int) -> tuple[Any, Any]:
+    """T2V and T2A for latent grids of the given shapes, cross-attending to ``text_dim`` tokens."""
+    _require(recipe, "video_backbone", "audio_backbone")
+    m = recipe.model
+    t2v = _build(registries, "backbone", m.video_backbone, weights, WEIGHT_FILES["video_backbone"],
+                 latent_shape=grids[0], condition_dim=text_dim)
+    t2a = _build(registries, "backbone", m.audio_backbone, weights, WEIGHT_FILES["audio_backbone"],
+                 latent_shape=grids[1], condition_dim=text_dim)
+    return t2v, t2a
+
+
+def build_generators(recipe: Recipe, registries: Registries, weights: Path | None) -> Generators:
+    """Every generative component, loading ``weights`` (a pretrain directory) if given, frozen."""
+    venc, aenc, text = build_encoders(recipe, registries, weights)
+    t2v, t2a = build_backbones(recipe, registries, weights, probe_grids(recipe, registries, venc, aenc), text.dim)
+    sampler = registries["sampler"].build(recipe.model.sampler.name, recipe.model.sampler.params)
+    for module in (venc, aenc, text, t2v, t2a):
+        module.requires_grad_(False).eval()
+    return Generators(venc, aenc, text, t2v, t2a, sampler)
+
+
+@torch.no_grad()
+def probe_grids(recipe: Recipe, registries: Registries, venc: Any, aenc: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    clip = media_dataset(recipe, registries).media("val")[0]
+    return (tuple(venc.encode_grid(clip.video[None]).shape[1:]), tuple(aenc.encode_grid(clip.audio[None]).shape[1:]))
+
+
+def media_dataset(recipe: Recipe, registries: Registries) -> Any:
+    data = registries["dataset"].build(recipe.data.name, recipe.data.params)
+    if not data.provides_media:
+        raise SavaError(f"data: the generation stages need a media dataset; {recipe.data.name!r} provides latents only")
+    return data
+
+
+@dataclass
+class MediaSplit:
+    """A split rendered into memory: video (N, F, 3, H, W), audio (N, C, S), captions, metadata."""
+
+    video: Tensor
+    audio: Tensor
+    captions: list[str]
+    meta: list[dict[str, Any]]
+    fps: float
+    sample_rate: int
+
+
+def load_media(data: Any, split: str, limit: int | None = None) -> MediaSplit:
+    items = data.media(split)
+    n = len(items) if limit is None else min(limit, len(items))
+    clips = [items[i] for i in range(n)]
+    return MediaSplit(torch.stack([c.video for c in clips]), torch.stack([c.audio for c in clips]),
+                      [c.caption for c in clips], [c.meta for c in clips], clips[0].fps, clips[0].sample_rate)
+
+
+@torch.no_grad()
+def encode_grids(encoder: Any, media: Tensor, batch_size: int = 64) -> Tensor:
+    """Run ``encoder.encode_grid`` over ``media`` in batches."""
+    return torch.cat([encoder.encode_grid(media[i : i + batch_size]) for i in range(0, len(media), batch_size)])
+
+
+@dataclass
+class TextBatch:
+    """Prompts as padded tokens (N, L, D) and mask (N, L), plus the null (empty) prompt (1, L, D)."""
+
+    tokens: Tensor
+    mask: Tensor
+    null_tokens: Tensor
+    null_mask: Tensor
+
+
+@torch.no_grad()
+def encode_text(text: TextEncoder, prompts: list[str]) -> TextBatch:
+    emb = text.encode(prompts)
+    null = text.encode([""])
+    length = max(emb.tokens.shape[1], null.tokens.shape[1])
+    pad = lambda x, n: torch.nn.functional.pad(x, (0, 0, 0, n - x.shape[1])) if x.dim() == 3 else torch.nn.functional.pad(x, (0, n - x.shape[1]))  # noqa: E731
+    return TextBatch(pad(emb.tokens, length), pad(emb.mask, length), pad(null.tokens, length), pad(null.mask, length))
+
+
+class Phi(nn.Module):
+    """phi: aligned latent (B, T, d) -> condition tokens (B, T, text_dim), with fixed sinusoidal
+    time embeddings so that cross-attention can tell the instants apart."""
+
+    def __init__(self, width: int, text_dim: int):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(width, text_dim), nn.SiLU(), nn.Linear(text_dim, text_dim))
+        self.text_dim = text_dim
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.proj(z) + sinusoids(z.shape[1], self.text_dim).to(z)
+
+
+class DiffusionObjective(nn.Module):
+    """Eq. 8: || eps - eps_theta(x_t, t, c) ||^2 with c = [text ; phi(extra)], dropping c (text and
+    extra together) with probability ``dropout`` so that classifier-free guidance works."""
+
+    def __init__(self, backbone: nn.Module, sampler: Any, dropout: float, phi: nn.Module | None = None):
+        super().__init__()
+        self.backbone, self.phi, self.dropout = backbone, phi, dropout
+        self.scheduler = sampler.train_scheduler()
+
+    def forward(self, x0: Tensor, text: Tensor, mask: Tensor, null_text: Tensor, null_mask: Tensor,
+                extra: Tensor | None = None) -> dict[str, Tensor]:
+        b = x0.shape[0]
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), device=x0.device)
+        xt = self.scheduler.add_noise(x0, noise, t)
+        drop = torch.rand(b, device=x0.device) < self.dropout
+        text = torch.where(drop[:, None, None], null_text.expand_as(text), text)
+        mask = torch.where(drop[:, None], null_mask.expand_as(mask), mask)
+        cond = Condition(text, mask)
+        if self.phi is not None and extra is not None:
+            tokens = self.phi(extra)
+            cond = Condition(text, mask, tokens, (~drop)[:, None].expand(-1, tokens.shape[1]))
+        return {"loss": (self.backbone(xt, t, cond) - noise).pow(2).mean()}
