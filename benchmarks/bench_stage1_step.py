@@ -30,7 +30,7 @@ def _framework(batch_size: int):
     from sava_core.training import Trainer
 
     repo = Path(__file__).parent.parent
-    recipe = plan(repo / "recipes" / "quickstart.yaml").cells[-1].recipe  # joint hard mask
+    recipe = plan(repo / "recipes" / "align_quickstart.yaml").cells[-1].recipe  # joint hard mask
     registries = get_registries()
     data = load_latents(recipe, registries, torch.device("cpu"))["train"]
     torch.manual_seed(0)

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 import yaml
+from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -185,18 +186,18 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def protocol_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """Lines ``key: a != b`` for every comparable (dotted) key where the protocols differ."""
-    fa, fb = _flatten(json.loads(json.dumps(comparable_part(a), default=str))), _flatten(
-        json.loads(json.dumps(comparable_part(b), default=str))
-    )
-    return [f"{k}: {fa.get(k, '<absent>')!r} != {fb.get(k, '<absent>')!r}" for k in sorted(set(fa) | set(fb))
-            if fa.get(k, "<absent>") != fb.get(k, "<absent>")]
+def protocol_diff(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str] = ("a", "b")) -> list[str]:
+    """Lines ``key: <names[0]> value, <names[1]> value`` for every comparable (dotted) key where the
+    protocols differ."""
+    fa, fb = (_flatten(json.loads(json.dumps(comparable_part(p), default=str))) for p in (a, b))
+    return [f"{k}: {names[0]} {fa.get(k, '<absent>')!r}, {names[1]} {fb.get(k, '<absent>')!r}"
+            for k in sorted(set(fa) | set(fb)) if fa.get(k, "<absent>") != fb.get(k, "<absent>")]
 
 
-def require_same_protocol(expected: dict[str, Any], got: dict[str, Any], what: str) -> None:
+def require_same_protocol(a: dict[str, Any], b: dict[str, Any], what: str,
+                          names: tuple[str, str] = ("first", "second")) -> None:
     """Raise :class:`ProtocolMismatchError` listing the differences unless the protocols are comparable."""
-    diff = protocol_diff(expected, got)
+    diff = protocol_diff(a, b, names)
     if diff:
         raise ProtocolMismatchError(
             f"{what}: protocols differ, so the numbers are not comparable:\n  " + "\n  ".join(diff)
@@ -373,7 +374,10 @@ def evaluate(
     scores: list[dict[str, Any]] = []
     computed: dict[str, ReferenceStats] = {}
     for req in requests:
-        metric = registry.build(req.name, req.params)
+        try:
+            metric = registry.build(req.name, req.params)
+        except ValidationError as err:
+            raise SavaError(f"--metric {req.label}: bad parameters for metric {req.name!r}:\n{err}") from None
         ref: ReferenceStats | None = None
         if metric.needs_reference:
             if ref_stats is not None:
@@ -420,8 +424,8 @@ def combine_results(documents: Sequence[dict[str, Any]], *, allow_mixed_protocol
             seen, seen_in = first.setdefault(column, (s, doc["generated"]))
             if seen["protocol_id"] != s["protocol_id"]:
                 if not allow_mixed_protocols:
-                    require_same_protocol(seen["protocol"], s["protocol"],
-                                          f"{column} of {seen_in} and of {doc['generated']}")
+                    require_same_protocol(seen["protocol"], s["protocol"], f"{column} of {seen_in} and of {doc['generated']}",
+                                          (seen_in, doc["generated"]))
                 column = f"{column}@{s['protocol_id']}"
             for row in _rows([{**s, "label": column}]):
                 rows.append({"generated": doc["generated"], **row})

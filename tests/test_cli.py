@@ -86,7 +86,7 @@ def test_a_broken_plugin_is_listed_with_its_error_and_the_rest_still_works(broke
 
 
 def test_the_example_plugin_runs_from_a_recipe(example_site, tmp_path):
-    out = run_cli("run", "recipes/quickstart.yaml", *TINY, "model.adapter.name=gated_linear",
+    out = run_cli("run", "recipes/align_quickstart.yaml", *TINY, "model.adapter.name=gated_linear",
                   "model.adapter.params={gate_bias: 1.0}", "--out", str(tmp_path / "run"),
                   extra_path=[example_site, EXAMPLE_PLUGIN], cwd=REPO)
     assert out.returncode == 0, out.stderr

@@ -20,7 +20,7 @@ from sava_core.recipe import plan
 from sava_core.runner import merge_runs, run_plan
 from sava_core.training import Trainer
 
-QUICKSTART = REPO / "recipes" / "quickstart.yaml"
+QUICKSTART = REPO / "recipes" / "align_quickstart.yaml"
 #: Audit metrics of a 2-process run agree with a 1-process run to this absolute tolerance: the
 #: gradients are the same up to the order of floating-point reductions.
 PROCESS_TOLERANCE = 1e-3
@@ -31,13 +31,13 @@ def metrics_of(out: Path) -> dict[str, dict[str, float]]:
 
 
 def test_two_cpu_processes_reach_the_same_audit_as_one(tmp_path):
-    one = run_cli("run", "quickstart", *TINY, "--out", str(tmp_path / "one"), cwd=REPO)
+    one = run_cli("run", "align_quickstart", *TINY, "--out", str(tmp_path / "one"), cwd=REPO)
     assert one.returncode == 0, one.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     two = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sava_cli.main",
-         "run", "quickstart", *TINY, "--out", str(tmp_path / "two")],
+         "run", "align_quickstart", *TINY, "--out", str(tmp_path / "two")],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "environment.json").read_text())["processes"] == 2
@@ -52,11 +52,11 @@ LONG = [*TINY, "align.train.steps=600", "align.train.checkpoint_every=50", "alig
 
 
 def test_a_run_killed_with_sigkill_resumes_to_the_same_metrics(tmp_path):
-    whole = run_cli("run", "quickstart", *LONG, "--out", str(tmp_path / "whole"), cwd=REPO)
+    whole = run_cli("run", "align_quickstart", *LONG, "--out", str(tmp_path / "whole"), cwd=REPO)
     assert whole.returncode == 0, whole.stderr
     cut = tmp_path / "cut"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "sava_cli.main", "run", "quickstart", *LONG, "--out", str(cut)],
+    proc = subprocess.Popen([sys.executable, "-m", "sava_cli.main", "run", "align_quickstart", *LONG, "--out", str(cut)],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = cut / "runs" / "none" / "seed-0" / "checkpoints" / "align" / "latest"
     deadline = time.time() + 120
@@ -65,7 +65,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_metrics(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert latest.exists() and not (cut / "runs" / "none" / "seed-0" / "metrics.json").exists(), "killed too late"
-    resumed = run_cli("run", "quickstart", *LONG, "--out", str(cut), "--resume", cwd=REPO)
+    resumed = run_cli("run", "align_quickstart", *LONG, "--out", str(cut), "--resume", cwd=REPO)
     assert resumed.returncode == 0, resumed.stderr
     assert metrics_of(cut) == metrics_of(tmp_path / "whole")  # exactly, on the CPU
 

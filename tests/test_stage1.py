@@ -21,7 +21,7 @@ from sava_core.registry import get_registries
 from sava_core.runner import run_plan
 from sava_core.training import Trainer
 
-QUICKSTART = REPO / "recipes" / "quickstart.yaml"
+QUICKSTART = REPO / "recipes" / "align_quickstart.yaml"
 
 
 @pytest.mark.parametrize("mode", ["none", "video_only", "joint"])

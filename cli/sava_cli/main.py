@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import click
 import typer
 
+from sava_cli.data_cmd import cache_app, data_app
 from sava_core.errors import SavaError
 
 app = typer.Typer(
@@ -22,6 +23,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+app.add_typer(data_app, name="data")
+app.add_typer(cache_app, name="cache")
 
 _state = {"debug": os.environ.get("SAVA_DEBUG", "") not in ("", "0")}
 

@@ -226,9 +226,17 @@ def _shape(x: Any) -> Any:
 
 
 def build_model(preset: str, seed: int, make: Callable[[], nn.Module]) -> nn.Module:
-    """``make()`` under ``seed`` (tiny: the random weights stay), in eval mode, frozen."""
+    """``make()`` under ``seed``, in eval mode, frozen. For the tiny preset the random weights stay,
+    re-drawn Kaiming-normal (fan-in, ReLU gain) with zero biases in every convolution and linear
+    layer, so activations keep their scale through depth and different inputs embed differently."""
     with seeded(seed):
         model = make()
+        if preset == "tiny":
+            for m in model.modules():
+                if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and m.weight.requires_grad:
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -69,8 +69,9 @@ class ExtractorMetric(Metric):
     def check_reference(self, reference: ReferenceStats | None) -> ReferenceStats:
         if reference is None:
             raise SavaError(f"metric {self.name} compares with a reference set: give reference clips or statistics")
-        require_same_protocol(self.measurement(), reference.protocol,
-                              f"metric {self.name}: reference statistics from {reference.source or 'elsewhere'}")
+        require_same_protocol(reference.protocol, self.measurement(),
+                              f"metric {self.name}: reference statistics from {reference.source or 'elsewhere'}",
+                              ("reference", "this run"))
         return reference
 
     def compute(self, generated: Sequence[MediaItem], reference: Sequence[MediaItem] | ReferenceStats | None = None) -> Score:

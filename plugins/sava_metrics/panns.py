@@ -45,8 +45,8 @@ class _STFT(nn.Module):
         angle = 2 * math.pi * k[:, None] * n[None, :] / n_fft
         self.conv_real = nn.Conv1d(1, n_fft // 2 + 1, n_fft, stride=hop, bias=False)
         self.conv_imag = nn.Conv1d(1, n_fft // 2 + 1, n_fft, stride=hop, bias=False)
-        self.conv_real.weight.data = (torch.cos(angle) * window).float()[:, None, :]
-        self.conv_imag.weight.data = (-torch.sin(angle) * window).float()[:, None, :]
+        self.conv_real.weight = nn.Parameter((torch.cos(angle) * window).float()[:, None, :], requires_grad=False)
+        self.conv_imag.weight = nn.Parameter((-torch.sin(angle) * window).float()[:, None, :], requires_grad=False)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x = F.pad(x, (self.n_fft // 2, self.n_fft // 2), mode="reflect")

@@ -40,7 +40,8 @@ def vggish_mel_matrix(n_bins: int = N_FFT // 2 + 1, n_mels: int = N_MELS, sample
         return 1127.0 * torch.log1p(hz / 700.0)
 
     bins_mel = mel(torch.linspace(0.0, sample_rate / 2, n_bins, dtype=torch.float64))
-    edges = torch.linspace(float(mel(torch.tensor(low))), float(mel(torch.tensor(high))), n_mels + 2, dtype=torch.float64)
+    edges = torch.linspace(float(mel(torch.tensor(low, dtype=torch.float64))), float(mel(torch.tensor(high, dtype=torch.float64))),
+                           n_mels + 2, dtype=torch.float64)
     lower = (bins_mel[:, None] - edges[None, :-2]) / (edges[1:-1] - edges[:-2])
     upper = (edges[None, 2:] - bins_mel[:, None]) / (edges[2:] - edges[1:-1])
     weights = torch.minimum(lower, upper).clamp(min=0.0)
@@ -118,7 +119,7 @@ class VGGish(MediaExtractor):
         return audio[None]
 
     def extract(self, batch: Tensor) -> Features:
-        examples = log_mel_examples(batch.float().mean(1), self.mel_matrix)
+        examples = log_mel_examples(batch.double().mean(1), self.mel_matrix).float()  # float64 like the TF front end
         b, n = examples.shape[:2]
         if n == 0:
             raise ValueError(f"VGGish needs at least {(EXAMPLE_FRAMES - 1) * HOP + WINDOW} samples "

@@ -71,6 +71,7 @@ class SynthVideoAE(VideoEncoder):
         self.params = params
         self.ae = _ConvAE(3, params.latent_channels, params.hidden, nn.Sigmoid())
         self.register_buffer("latent_scale", torch.ones(()))
+        self.frame_rate = params.frame_rate
         self.grid = (params.latent_channels, params.height // 4, params.width // 4)
         self.latent_dim = math.prod(self.grid)
         load_weights(self, params.pretrained, "synth_video_ae")

@@ -91,6 +91,7 @@ class MediaWorldParams(StrictModel):
 class VideoAEParams(StrictModel):
     """A per-frame convolutional autoencoder: frames (3, H, W) -> latent grid (C, H/4, W/4)."""
 
+    frame_rate: float = Field(8.0, gt=0, description="frames per second of the clips it encodes (the world's fps)")
     height: int = Field(32, ge=8, multiple_of=4, description="frame height the decoder produces")
     width: int = Field(32, ge=8, multiple_of=4, description="frame width the decoder produces")
     latent_channels: int = Field(4, ge=1)

@@ -113,16 +113,24 @@ def load_latents(recipe: Recipe, registries: Registries, device: torch.device,
 
 
 def _encoded(recipe: Recipe, registries: Registries, data, split: str, cell_dir: Path | None) -> LatentSplit:  # type: ignore[no-untyped-def]
-    from sava_core.stages.generation import build_encoders, encode_grids, load_media
+    """Encoder latents of a media split, through the latent cache (encoded once per encoder and data)."""
+    from sava_core.cache import encode_split
     from sava_core.stages.pretrain import recorded_weights
 
-    if recipe.model.video_encoder is None or recipe.model.audio_encoder is None:
+    m = recipe.model
+    if m.video_encoder is None or m.audio_encoder is None:
         raise SavaError(f"data: {recipe.data.name!r} provides media; set model.video_encoder and model.audio_encoder "
                         "so the align stage can encode it (or use a latent dataset such as factor_world)")
-    venc, aenc, _ = build_encoders(recipe, registries, recorded_weights(cell_dir, recipe) if cell_dir else None)
-    media = load_media(data, split)
-    return LatentSplit(venc.grid_to_sequence(encode_grids(venc.eval(), media.video)),
-                       aenc.grid_to_sequence(encode_grids(aenc.eval(), media.audio)), captions=media.captions)
+    weights = recorded_weights(cell_dir, recipe) if cell_dir and "pretrain" in recipe.stages else None
+    if weights is not None:
+        from sava_core.stages.generation import build_encoders
+
+        venc, aenc, _ = build_encoders(recipe, registries, weights)
+    else:
+        venc = registries["video_encoder"].build(m.video_encoder.name, m.video_encoder.params)
+        aenc = registries["audio_encoder"].build(m.audio_encoder.name, m.audio_encoder.params)
+    key = {"video_encoder": m.video_encoder.name, "audio_encoder": m.audio_encoder.name}
+    return encode_split(data, split, venc.eval(), aenc.eval(), key_extra=key, run_dir=cell_dir)
 
 
 def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = False) -> dict[str, float]:

@@ -1,0 +1,169 @@
+"""Evaluation extractors: the plug-in test kit on every tiny preset, and checkpoint verification."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+from sava_core.errors import SavaError
+from sava_core.registry import get_registries
+from sava_core.testing import ComponentTests
+
+
+def _audio(seconds: float, rate: int = 16000) -> torch.Tensor:
+    return torch.rand(2, 1, round(seconds * rate)) * 2 - 1
+
+
+class TestVGGish(ComponentTests):
+    kind, name = "extractor", "vggish"
+    params = {"preset": "tiny"}
+    expected_shape = (4, 16)  # 2 clips x 2 windows of 0.96 s
+
+    def inputs(self):
+        return (_audio(2.0),)
+
+
+class TestPANNs(ComponentTests):
+    kind, name = "extractor", "panns_cnn14"
+    params = {"preset": "tiny"}
+    expected_shape = (2, 16)
+
+    def inputs(self):
+        return (_audio(1.0),)
+
+    def test_logits_are_audioset_classes(self):
+        out = self.build().extract(_audio(1.0))
+        assert out.logits.shape == (2, 527)
+
+
+class TestCLAPAudio(ComponentTests):
+    kind, name = "extractor", "clap"
+    params = {"preset": "tiny"}
+    expected_shape = (2, 16)
+
+    def inputs(self):
+        return (_audio(1.0, 48000),)
+
+
+class TestCLAPText(ComponentTests):
+    kind, name = "extractor", "clap"
+    params = {"preset": "tiny", "tower": "text"}
+    expected_shape = (2, 16)
+
+    def inputs(self):
+        return (["a dog barks", "rain on a tin roof"],)
+
+
+class TestI3D(ComponentTests):
+    kind, name = "extractor", "i3d"
+    params = {"preset": "tiny", "size": 32}
+    expected_shape = (2, 400)
+
+    def inputs(self):
+        return (torch.rand(2, 16, 3, 32, 32),)
+
+
+class TestImageBindVision(ComponentTests):
+    kind, name = "extractor", "imagebind"
+    params = {"preset": "tiny", "size": 32}
+    expected_shape = (6, 16)  # one row per frame
+
+    def inputs(self):
+        return (torch.rand(2, 3, 3, 32, 32),)
+
+
+class TestImageBindAudio(ComponentTests):
+    kind, name = "extractor", "imagebind"
+    params = {"preset": "tiny", "tower": "audio"}
+    expected_shape = (2, 16)
+
+    def inputs(self):
+        return (_audio(2.5),)
+
+
+class TestCAVPVideo(ComponentTests):
+    kind, name = "extractor", "cavp"
+    params = {"preset": "tiny", "size": 32}
+    expected_shape = (8, 16)  # one row per step
+
+    def inputs(self):
+        return (torch.rand(2, 4, 3, 32, 32),)
+
+
+class TestCAVPAudio(ComponentTests):
+    kind, name = "extractor", "cavp"
+    params = {"preset": "tiny", "tower": "audio"}
+    expected_shape = (8, 16)  # 1 s at 4 steps per second
+
+    def inputs(self):
+        return (_audio(1.0),)
+
+
+def _build(name, **params):
+    return get_registries()["extractor"].build(name, params)
+
+
+def test_missing_checkpoint_names_the_setting(tmp_path):
+    with pytest.raises(SavaError, match=r"extractor vggish: checkpoint .*nope\.pth not found; set its `checkpoint`"):
+        _build("vggish", checkpoint=str(tmp_path / "nope.pth"))
+    with pytest.raises(SavaError, match="no checkpoint given.*never downloaded"):
+        _build("panns_cnn14")
+
+
+def test_wrong_sha256_is_refused(tmp_path):
+    path = tmp_path / "vggish-10086976.pth"
+    torch.save({"x": torch.zeros(1)}, path)
+    with pytest.raises(SavaError, match="does not start with 10086976"):
+        _build("vggish", checkpoint=str(path))
+    with pytest.raises(SavaError, match="has sha256 .* but `sha256` expects " + "0" * 64):
+        _build("i3d", checkpoint=str(path), sha256="0" * 64)
+
+
+def test_unpinned_hash_asks_for_it(tmp_path):
+    path = tmp_path / "Cnn14_16k_mAP=0.438.pth"
+    torch.save({"model": {"x": torch.zeros(1)}}, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(SavaError, match=f"extractor_params.sha256={digest}"):
+        _build("panns_cnn14", checkpoint=str(path))
+    with pytest.raises(SavaError, match="does not fit the architecture"):
+        _build("panns_cnn14", checkpoint=str(path), sha256=digest)
+
+
+def test_published_i3d_loads_a_verified_state_dict(tmp_path):
+    from sava_metrics.i3d import InceptionI3d
+
+    torch.manual_seed(0)
+    net = InceptionI3d()
+    state = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}  # as older files
+    path = tmp_path / "rgb_imagenet.pt"
+    torch.save({"state_dict": state}, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    extractor = _build("i3d", checkpoint=str(path), sha256=digest, frames=10, size=64)
+    assert torch.equal(extractor.net.logits.conv3d.weight, net.logits.conv3d.weight)
+    protocol = extractor.protocol()
+    assert protocol["checkpoint_sha256"] == digest and protocol["checkpoint"] == "rgb_imagenet.pt"
+    assert protocol["frames"] == 10 and "bilinear 64x64" in protocol["resize"]
+    assert extractor.extract(torch.rand(1, 10, 3, 64, 64)).embeddings.shape == (1, 400)
+
+
+def test_stand_ins_refuse_the_published_preset():
+    for name in ("imagebind", "cavp"):
+        with pytest.raises(SavaError, match="not implemented in sava_metrics yet"):
+            _build(name)
+
+
+def test_vggish_front_end_is_the_tf_one():
+    from sava_metrics.vggish import log_mel_examples, vggish_mel_matrix
+
+    mel = vggish_mel_matrix()
+    assert mel.shape == (257, 64) and bool((mel[0] == 0).all())
+    # a 1 kHz tone puts its energy in the band whose HTK-mel centre is nearest 1 kHz
+    t = torch.arange(16000 * 2, dtype=torch.float64) / 16000
+    examples = log_mel_examples(torch.sin(2 * torch.pi * 1000 * t)[None], mel)
+    centres = torch.linspace(1127 * torch.log1p(torch.tensor(125 / 700, dtype=torch.float64)),
+                             1127 * torch.log1p(torch.tensor(7500 / 700, dtype=torch.float64)), 66)[1:-1]
+    expected = int((centres - 1127 * torch.log1p(torch.tensor(1000 / 700))).abs().argmin())
+    assert examples.shape == (1, 2, 96, 64)
+    assert int(examples[0, 0].mean(0).argmax()) == expected
