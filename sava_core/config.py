@@ -120,6 +120,8 @@ class GenerateConfig(StrictModel):
     batch_size: int = Field(16, ge=1)
     event_tolerance: float = Field(0.25, gt=0, description="seconds within which a seen and a heard event match")
     save_media: int = Field(4, ge=0, description="samples written as mp4 + wav + figure")
+    sensitivity: bool = Field(False, description="appendix E: also generate prompt pairs that change one non-audible "
+                                                 "or one audible attribute under the same seeds and report how much the audio changes")
 
 
 class TrackingConfig(StrictModel):

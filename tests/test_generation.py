@@ -27,7 +27,7 @@ TINY_T2AV = [
     "align.projector_train.val_every=10", "align.probe.max_train_tokens=200",
     "finetune.train.steps=4", "finetune.train.val_every=4", "finetune.directions=[tv2a, ta2v]",
     "generate.prompts=3", "generate.batch_size=3", "generate.save_media=2", "model.sampler.params.steps=3",
-    "report.plot=false", "tracking.backend=none",
+    "report.plot=false", "tracking.backend=none", "generate.sensitivity=true",
     "variants={two_stream: [generate.mode=two_stream], cascade: [], bidirectional: [generate.mode=cascade_bidirectional]}",
 ]
 MODES = ("two_stream", "cascade", "bidirectional")
@@ -58,7 +58,7 @@ def test_each_mode_writes_aligned_clips_of_the_requested_length(t2av_run, mode):
     assert abs(video.shape[0] / fps - audio.shape[-1] / rate) <= 1 / fps
     metrics = json.loads((samples.parent / "metrics.json").read_text())
     assert {"sync_error_ms", "event_f1", "class_consistency", "video_class_acc", "audio_class_acc", "count_acc",
-            "fd_video_ae", "fd_audio_ae"} <= set(metrics)
+            "fd_video_ae", "fd_audio_ae", "audio_change_non_audible", "audio_change_audible"} <= set(metrics)
 
 
 def test_stage2_trains_only_lora_and_phi(t2av_run):

@@ -13,6 +13,7 @@ import click
 import typer
 
 from sava_cli.data_cmd import cache_app, data_app
+from sava_cli.eval_cmd import eval_command
 from sava_core.errors import SavaError
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+app.command("eval")(eval_command)
 app.add_typer(data_app, name="data")
 app.add_typer(cache_app, name="cache")
 

@@ -45,13 +45,13 @@ def verify_checkpoint(name: str, path: str | None, sha256: str | None, what: str
     from the published file name (torch.hub's ``name-<sha256[:8]>.pth`` convention) is checked;
     without either, the user is asked to pin the hash.
     """
-    setting = f"extractor {name}: set its `checkpoint` parameter (e.g. --metric '... extractor_params.checkpoint=PATH')"
+    hint = "set its `checkpoint` parameter (e.g. --metric '... extractor_params.checkpoint=PATH')"
     if not path:
-        raise SavaError(f"extractor {name}: no checkpoint given; {setting.split(': ', 1)[1]} to the local file of "
-                        f"{what}. Weights are never downloaded; preset=tiny builds random weights for tests.")
+        raise SavaError(f"extractor {name}: no checkpoint given; {hint} to the local file of {what}. "
+                        "Weights are never downloaded; preset=tiny builds random weights for tests.")
     p = Path(path).expanduser()
     if not p.is_file():
-        raise SavaError(f"extractor {name}: checkpoint {p} not found; {setting.split(': ', 1)[1]} to the local file of {what}")
+        raise SavaError(f"extractor {name}: checkpoint {p} not found; {hint} to the local file of {what}")
     digest = sha256_of(p)
     if sha256 is not None:
         if digest != sha256:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import ValidationError
 
-from sava_core.contracts import Features, Metric, Score
+from sava_core.contracts import Metric, Score
 from sava_core.errors import SavaError
 from sava_core.evaluation import MediaItem, ReferenceStats, require_same_protocol
 from sava_core.metrics import (
@@ -59,9 +59,6 @@ class ExtractorMetric(Metric):
     def measurement(self) -> dict[str, Any]:
         """The comparable part of this metric's protocol: what two numbers must share to be compared."""
         return {"metric": self.name, "definition": self.definition, "extractor": self.extractor.protocol()}
-
-    def features(self, clips: Iterable[MediaItem]) -> list[tuple[str, Features]]:
-        return list(self.extractor.features(clips, self.params.batch_size))
 
     def reference_stats(self, clips: Sequence[MediaItem]) -> ReferenceStats:
         raise NotImplementedError(f"metric {self.name} does not use a reference set")

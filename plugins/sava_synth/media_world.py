@@ -195,6 +195,16 @@ class MediaWorld(Dataset):
         """Test prompts with their ground truth (see :func:`test_prompts`)."""
         return test_prompts(self, n, seed)
 
+    def prompt_edits(self, n: int, seed: int) -> dict[str, list[tuple[str, MediaFactors]]]:
+        """Appendix E: the :meth:`prompts` (``base``) and, under the same seeds, the same prompts with one
+        non-audible attribute changed (``non_audible``: the wall colour) or one audible attribute
+        changed (``audible``: the object's class, hence its look and its sound)."""
+        base = [self.sample_factors(seed + i) for i in range(n)]
+        non_audible = [self.sample_factors(seed + i, background=(f.background + 1) % len(BACKGROUNDS)) for i, f in enumerate(base)]
+        audible = [self.sample_factors(seed + i, class_id=(f.class_id + 1) % self.params.n_classes) for i, f in enumerate(base)]
+        return {name: [(caption(f), f) for f in fs] for name, fs in
+                (("base", base), ("non_audible", non_audible), ("audible", audible))}
+
     def ground_truth_metrics(self, video: Tensor, audio: Tensor, factors: list[MediaFactors], tolerance_s: float) -> dict[str, float]:
         """See :func:`ground_truth_metrics`."""
         p = self.params

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,28 @@ def _conditions(text: TextBatch, extra: Tensor | None = None) -> tuple[Condition
     return Condition(text.tokens, text.mask, extra, on), Condition(*null, extra, ~on)
 
 
+@dataclass
+class CascadeParts:
+    """What the cascade adds to T2V / T2A: the Stage I model, P_theta, TV2A and TA2V (as needed)."""
+
+    model: Any = None
+    projector: Any = None
+    tv2a: Any = None
+    ta2v: Any = None
+
+
+def load_parts(gen: Generators, recipe: Recipe, cell_dir: Path, registries: Registries) -> CascadeParts:
+    mode = recipe.generate.mode
+    if mode == "two_stream":
+        return CascadeParts()
+    model, projector = load_stage1(recipe, cell_dir, registries, gen.video_encoder.latent_dim, gen.audio_encoder.latent_dim)
+    ta2v = load_conditioned(gen, "ta2v", recipe, cell_dir) if mode == "cascade_bidirectional" else None
+    return CascadeParts(model, projector, load_conditioned(gen, "tv2a", recipe, cell_dir), ta2v)
+
+
 @torch.no_grad()
-def generate(gen: Generators, recipe: Recipe, cell_dir: Path, registries: Registries, prompts: list[str],
-             seed: int) -> dict[str, Any]:
-    """Generate a clip per prompt in ``recipe.generate.mode``; returns grids, media and timings."""
+def generate(gen: Generators, recipe: Recipe, parts: CascadeParts, prompts: list[str], seed: int) -> dict[str, Any]:
+    """Generate a clip per prompt in ``recipe.generate.mode``; returns grids, media and timings (s)."""
     mode = recipe.generate.mode
     text = encode_text(gen.text_encoder, prompts)
     g = torch.Generator().manual_seed(seed)
@@ -62,19 +81,15 @@ def generate(gen: Generators, recipe: Recipe, cell_dir: Path, registries: Regist
     if mode == "two_stream":
         audio_grid = gen.sampler.sample(gen.t2a, cond, uncond, n, g)
     else:
-        venc, aenc = gen.video_encoder, gen.audio_encoder
-        seq_v = venc.grid_to_sequence(video_grid)
-        model, projector = load_stage1(recipe, cell_dir, registries, seq_v.shape[-1], aenc.latent_dim)
-        tv2a = load_conditioned(gen, "tv2a", recipe, cell_dir)
-        cond, uncond = _conditions(text, tv2a.phi(projector(seq_v)))
-        audio_grid = gen.sampler.sample(tv2a.backbone, cond, uncond, n, g)
+        seq_v = gen.video_encoder.grid_to_sequence(video_grid)
+        cond, uncond = _conditions(text, parts.tv2a.phi(parts.projector(seq_v)))
+        audio_grid = gen.sampler.sample(parts.tv2a.backbone, cond, uncond, n, g)
         if mode == "cascade_bidirectional":
             timings["tv2a"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            ha = model(seq_v, aenc.grid_to_sequence(audio_grid)).ha
-            ta2v = load_conditioned(gen, "ta2v", recipe, cell_dir)
-            cond, uncond = _conditions(text, ta2v.phi(ha))
-            video_grid = gen.sampler.sample(ta2v.backbone, cond, uncond, n, g)
+            ha = parts.model(seq_v, gen.audio_encoder.grid_to_sequence(audio_grid)).ha
+            cond, uncond = _conditions(text, parts.ta2v.phi(ha))
+            video_grid = gen.sampler.sample(parts.ta2v.backbone, cond, uncond, n, g)
     timings["second" if mode == "two_stream" else ("ta2v" if mode == "cascade_bidirectional" else "tv2a")] = time.perf_counter() - t0
     t0 = time.perf_counter()
     video = gen.video_encoder.decode_grid(video_grid).clamp(0, 1)
@@ -94,24 +109,52 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
     else:
         test = load_media(data, "test", cfg.prompts)
         prompts, truth = test.captions, None
-    videos, audios, vgrids, agrids = [], [], [], []
-    timings: dict[str, float] = {}
-    for start in range(0, len(prompts), cfg.batch_size):
-        out = generate(gen, recipe, cell_dir, registries, prompts[start : start + cfg.batch_size],
-                       seed=recipe.seed * 100_003 + start)
-        videos.append(out["video"]), audios.append(out["audio"]), vgrids.append(out["video_grid"]), agrids.append(out["audio_grid"])
-        for k, v in out["timings"].items():
-            timings[k] = timings.get(k, 0.0) + v
-    video, audio = torch.cat(videos), torch.cat(audios)
+    parts = load_parts(gen, recipe, cell_dir, registries)
+    outs = _generate_all(gen, recipe, parts, prompts)
+    video, audio, timings = outs["video"], outs["audio"], outs["timings"]
     metrics: dict[str, float] = {}
     if truth is not None:
         metrics |= data.ground_truth_metrics(video, audio, truth, cfg.event_tolerance)
-    metrics |= _frechet(gen, data, torch.cat(vgrids), torch.cat(agrids))
+    metrics |= _frechet(gen, data, outs["video_grid"], outs["audio_grid"])
     metrics["seconds_per_clip"] = sum(timings.values()) / len(prompts)
+    metrics |= {f"seconds_per_clip_{k}": v / len(prompts) for k, v in timings.items()}
+    if cfg.sensitivity:
+        metrics |= _sensitivity(gen, recipe, parts, data)
     clip = data.media("test")[0]
     _save_samples(cell_dir / "samples", prompts, video, audio, clip.fps, clip.sample_rate, cfg.save_media)
     atomic_write_json(cell_dir / "samples" / "prompts.json", [{"index": i, "prompt": p} for i, p in enumerate(prompts)])
     return metrics
+
+
+def _generate_all(gen: Generators, recipe: Recipe, parts: CascadeParts, prompts: list[str]) -> dict[str, Any]:
+    """:func:`generate` over all prompts in batches; batch b is seeded by (run seed, b), so the same
+    prompt position gets the same noise in every variant. Timings are summed (seconds)."""
+    size = recipe.generate.batch_size
+    outs = [generate(gen, recipe, parts, prompts[s : s + size], seed=recipe.seed * 100_003 + s)
+            for s in range(0, len(prompts), size)]
+    merged: dict[str, Any] = {k: torch.cat([o[k] for o in outs]) for k in ("video_grid", "audio_grid", "video", "audio")}
+    merged["timings"] = {k: sum(o["timings"].get(k, 0.0) for o in outs) for k in outs[0]["timings"]}
+    return merged
+
+
+def _sensitivity(gen: Generators, recipe: Recipe, parts: CascadeParts, data: Any) -> dict[str, float]:
+    """Appendix E: relative change of the generated audio (and video) latents when a prompt changes one
+    non-audible attribute vs. one audible attribute, under the same seeds."""
+    if not hasattr(data, "prompt_edits"):
+        from sava_core.errors import SavaError
+
+        raise SavaError(f"generate.sensitivity: dataset {recipe.data.name!r} cannot make prompt edits")
+    edits = data.prompt_edits(recipe.generate.prompts, recipe.generate.prompt_seed)
+    grids = {name: _generate_all(gen, recipe, parts, [p for p, _ in pairs]) for name, pairs in edits.items()}
+
+    def change(name: str, key: str) -> float:
+        a, b = grids["base"][key].flatten(1), grids[name][key].flatten(1)
+        return float(((b - a).norm(dim=1) / a.norm(dim=1).clamp_min(1e-8)).mean())
+
+    return {"audio_change_non_audible": change("non_audible", "audio_grid"),
+            "audio_change_audible": change("audible", "audio_grid"),
+            "video_change_non_audible": change("non_audible", "video_grid"),
+            "video_change_audible": change("audible", "video_grid")}
 
 
 @torch.no_grad()
