@@ -27,6 +27,7 @@ TINY_T2AV = [
     "align.projector_train.val_every=10", "align.probe.max_train_tokens=200",
     "finetune.train.steps=4", "finetune.train.val_every=4", "finetune.directions=[tv2a, ta2v]",
     "generate.prompts=3", "generate.batch_size=3", "generate.save_media=2", "model.sampler.params.steps=3",
+    "model.video_backbone.params.block_out_channels=[32, 32]",
     "report.plot=false", "tracking.backend=none", "generate.sensitivity=true",
     "variants={two_stream: [generate.mode=two_stream], cascade: [], bidirectional: [generate.mode=cascade_bidirectional]}",
 ]

@@ -257,14 +257,15 @@ class SynthUNet(Backbone):
         else:
             c, m, t = latent_shape
             channels, size, extra = c, (m, t), params.time_channels
-        n, a = len(params.block_out_channels), min(params.attention_levels, len(params.block_out_channels))
+        blocks = params.block_out_channels or ((96, 96) if params.modality == "video" else (32, 64))
+        n, a = len(blocks), min(params.attention_levels, len(blocks))
         self.unet = UNet2DConditionModel(
             sample_size=size, in_channels=channels + extra, out_channels=channels,
-            block_out_channels=params.block_out_channels, layers_per_block=params.layers_per_block,
+            block_out_channels=blocks, layers_per_block=params.layers_per_block,
             down_block_types=("DownBlock2D",) * (n - a) + ("CrossAttnDownBlock2D",) * a,
             up_block_types=("CrossAttnUpBlock2D",) * a + ("UpBlock2D",) * (n - a),
             mid_block_type="UNetMidBlock2DCrossAttn", cross_attention_dim=condition_dim,
-            attention_head_dim=params.attention_head_dim, norm_num_groups=min(32, params.block_out_channels[0]),
+            attention_head_dim=params.attention_head_dim, norm_num_groups=min(32, blocks[0]),
         )
         if extra:
             self.register_buffer("time_embedding", sinusoids(size[1], extra).T[:, None, :].expand(-1, size[0], -1).clone())

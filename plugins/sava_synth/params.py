@@ -136,7 +136,9 @@ class SynthUNetParams(StrictModel):
     """
 
     modality: str = Field(..., pattern="^(video|audio)$")
-    block_out_channels: tuple[int, ...] = (32, 64)
+    block_out_channels: tuple[int, ...] | None = Field(
+        None, description="channels per resolution level; default (96, 96) for video (its input has F*C channels), (32, 64) for audio"
+    )
     layers_per_block: int = Field(1, ge=1)
     attention_head_dim: int = Field(8, ge=1)
     time_channels: int = Field(8, ge=0, multiple_of=2, description="sinusoidal channels of the time axis (audio)")
