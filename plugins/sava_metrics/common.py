@@ -241,3 +241,11 @@ def build_model(preset: str, seed: int, make: Callable[[], nn.Module]) -> nn.Mod
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def mono_clip(item: MediaItem, sample_rate: int, clip_seconds: float | None, name: str) -> Tensor:
+    """An item's audio as mono at ``sample_rate``, cut or zero-padded to ``clip_seconds`` if set: (1, S)."""
+    audio = mono_at(item, sample_rate, name)
+    if clip_seconds is not None:
+        audio = fit_length(audio, round(clip_seconds * sample_rate))
+    return audio[None]

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from sava_core.contracts import Features
 from sava_core.evaluation import MediaItem
 from sava_metrics.common import (
-    RESAMPLER, MediaExtractor, build_model, fit_length, load_into, load_state_dict_file, mono_at, verify_checkpoint,
+    RESAMPLER, MediaExtractor, build_model, load_into, load_state_dict_file, mono_clip, verify_checkpoint,
 )
 from sava_metrics.params import VGGishParams
 
@@ -113,10 +113,7 @@ class VGGish(MediaExtractor):
             load_into(self.net, load_state_dict_file(path), self.name, path, PUBLISHED)
 
     def prepare(self, item: MediaItem) -> Tensor:
-        audio = mono_at(item, SAMPLE_RATE, self.name)
-        if self.params.clip_seconds is not None:
-            audio = fit_length(audio, round(self.params.clip_seconds * SAMPLE_RATE))
-        return audio[None]
+        return mono_clip(item, SAMPLE_RATE, self.params.clip_seconds, self.name)
 
     def extract(self, batch: Tensor) -> Features:
         examples = log_mel_examples(batch.double().mean(1), self.mel_matrix).float()  # float64 like the TF front end
