@@ -94,7 +94,7 @@ class PretrainConfig(StrictModel):
     video: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=4000, batch_size=32, lr=1e-3, val_every=1000))
     audio: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=4000, batch_size=32, lr=1e-3, val_every=1000))
     text_dropout: float = Field(0.1, ge=0, lt=1, description="probability of the empty prompt (for guidance)")
-    weights: str | None = Field(None, description="directory of the weights; null: the user cache")
+    weights: str | None = Field(None, description="directory of the weights; `shipped`: those shipped with the world; null: the user cache")
 
 
 class FinetuneConfig(StrictModel):

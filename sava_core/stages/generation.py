@@ -47,8 +47,13 @@ def pretrain_key(recipe: Recipe) -> str:
 
 
 def weights_dir(recipe: Recipe) -> Path:
-    """Where the pretrained generative weights of this recipe live: ``pretrain.weights``, or the
-    user cache ``$SAVA_CACHE/pretrained/<key>`` (default ``~/.cache/sava``)."""
+    """Where the pretrained generative weights of this recipe live: ``pretrain.weights`` (a directory,
+    or ``shipped`` for the weights shipped with the synthetic world whatever the key), or the user
+    cache ``$SAVA_CACHE/pretrained/<key>`` (default ``~/.cache/sava``)."""
+    if recipe.pretrain.weights == "shipped":
+        import sava_synth
+
+        return Path(sava_synth.__file__).parent / "weights"
     if recipe.pretrain.weights:
         return Path(recipe.pretrain.weights).expanduser()
     root = Path(os.environ.get("SAVA_CACHE", Path.home() / ".cache" / "sava"))
