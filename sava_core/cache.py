@@ -51,8 +51,8 @@ CACHE_VERSION = 1
 
 
 def default_cache_root() -> Path:
-    """``$SAVA_CACHE``, else ``~/.cache/sava/latents``."""
-    return Path(os.environ.get("SAVA_CACHE") or Path.home() / ".cache" / "sava" / "latents").expanduser()
+    """``$SAVA_CACHE/latents`` (``$SAVA_CACHE`` defaults to ``~/.cache/sava``)."""
+    return Path(os.environ.get("SAVA_CACHE") or Path.home() / ".cache" / "sava").expanduser() / "latents"
 
 
 def resolve_root(root: str | Path | None) -> Path:

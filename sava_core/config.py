@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class StrictModel(BaseModel):
@@ -46,7 +46,7 @@ class ModelSection(StrictModel):
 
 
 class LossConfig(StrictModel):
-    """Weights of Eq. 7. See docs/method.md for how each term is normalised."""
+    """Weights of Eq. 7. See docs/stage1.md (and sava_core/losses.py) for how each term is normalised."""
 
     alpha: float = Field(0.1, ge=0, description="weight of the normalised-L2 alignment of unmasked latents")
     lam: float = Field(5.0, ge=0, description="weight of the L1 (mean density) of both masks")
@@ -159,3 +159,18 @@ class Recipe(StrictModel):
     report: ReportConfig = Field(default_factory=ReportConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _stages_fit_together(self) -> Recipe:
+        """Catch, before anything runs, stage lists that would fail hours later."""
+        order = ["pretrain", "align", "finetune", "generate"]
+        if [s for s in order if s in self.stages] != self.stages:
+            raise ValueError(f"stages {self.stages} must be distinct and in the order {order}")
+        cascade = "generate" in self.stages and self.generate.mode != "two_stream"
+        if ("finetune" in self.stages or cascade) and "align" not in self.stages:
+            raise ValueError("finetune and a cascaded generate need the align stage of the same run: add align to stages")
+        if cascade and "finetune" not in self.stages:
+            raise ValueError(f"generate.mode {self.generate.mode} needs the finetune stage: add finetune to stages")
+        if self.generate.mode == "cascade_bidirectional" and "generate" in self.stages and "ta2v" not in self.finetune.directions:
+            raise ValueError("generate.mode cascade_bidirectional needs TA2V: add ta2v to finetune.directions")
+        return self

@@ -1,4 +1,4 @@
-"""Contracts of every component kind (DESIGN.md, "The method, as components").
+"""Contracts of every component kind (the paper, section 3).
 
 Each registered component subclasses one of these, declares ``Params`` (a pydantic model with
 ``extra="forbid"``) and is constructed as ``Component(params, **runtime)`` where ``runtime`` holds

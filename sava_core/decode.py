@@ -115,13 +115,18 @@ def record_skip(skips: list[Skip], path: str | Path, reason: str) -> None:
 
 
 def write_skipped(run_dir: str | Path, skips: list[Skip]) -> Path:
-    """Write ``run_dir/skipped.csv`` (columns ``path,reason``; header only when nothing was skipped),
-    atomically. Returns its path."""
+    """Add ``skips`` to ``run_dir/skipped.csv`` (columns ``path,reason``; header only when nothing was
+    skipped), rewriting it atomically; rows already there (from other splits) are kept once.
+    Returns its path."""
+    path = Path(run_dir) / "skipped.csv"
+    rows: list[tuple[str, str]] = []
+    if path.is_file():
+        rows = [(r[0], r[1]) for r in list(csv.reader(path.read_text().splitlines()))[1:] if len(r) >= 2]
+    rows += [(s.path, s.reason) for s in skips if (s.path, s.reason) not in rows]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "reason"])
-    writer.writerows((s.path, s.reason) for s in skips)
-    path = Path(run_dir) / "skipped.csv"
+    writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
     return path
 

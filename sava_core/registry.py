@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from sava_core.errors import DuplicateComponentError, SavaError, UnknownComponentError
 from sava_core.plugin import ENTRY_POINT_GROUP, PROJECT, HookSpecs
 
-#: Every component kind of the method (DESIGN.md, "The method, as components"), with the contract
+#: Every component kind of the method (the paper, section 3), with the contract
 #: (base class) a registered target must subclass.
 KINDS: dict[str, str] = {
     "video_encoder": "sava_core.contracts:VideoEncoder",

@@ -119,6 +119,7 @@ def run_plan(
             metrics: dict[str, float] = {}
             for stage in cell.recipe.stages:
                 metrics |= import_target(STAGES[stage])(cell.recipe, folder, registries, resume=resume)
+                state.wait_for_everyone()  # the next stage reads what the main process just wrote
             if main:
                 atomic_write_json(metrics_path, metrics)
             done.append((cell.variant, cell.seed, metrics))

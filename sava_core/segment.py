@@ -156,7 +156,7 @@ def probe_sources(sources: Sequence[Source], *, cache_file: Path | None = None, 
     with ThreadPoolExecutor(max(1, num_workers)) as pool:
         results = list(pool.map(one, sources))
     if cache_file is not None:
-        atomic_write_json(cache_file, {f"{s.video}|{s.audio or ''}": r for s, r in zip(sources, results)})
+        atomic_write_json(cache_file, cached | {f"{s.video}|{s.audio or ''}": r for s, r in zip(sources, results)})
     infos: list[MediaInfo | None] = []
     skips: list[Skip] = []
     for result in results:

@@ -376,6 +376,9 @@ def cli() -> typer.Typer:
 
 
 def test_data_check_reports_every_problem_and_exits_2(media):
+    from conftest import run_cli
+
+    assert run_cli("data", "check", str(media / "manifest.csv")).returncode == 2  # through the real `sava` entry point
     result = CliRunner().invoke(cli(), ["data", "check", str(media / "manifest.csv")])
     assert result.exit_code == 2, result.output
     for name, reason in EXPECTED_SKIPS.items():

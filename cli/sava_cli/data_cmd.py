@@ -12,10 +12,10 @@ from sava_core.errors import SavaError
 
 data_app = typer.Typer(help="Real datasets: check manifests and media files.", no_args_is_help=True,
                        add_completion=False, rich_markup_mode=None)
-cache_app = typer.Typer(help="The latent cache of frozen-encoder outputs ($SAVA_CACHE or ~/.cache/sava/latents).",
+cache_app = typer.Typer(help="The latent cache of frozen-encoder outputs ($SAVA_CACHE/latents; SAVA_CACHE defaults to ~/.cache/sava).",
                         no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 
-RootOption = Annotated[Optional[Path], typer.Option("--root", help="cache root (default: $SAVA_CACHE or ~/.cache/sava/latents)")]
+RootOption = Annotated[Optional[Path], typer.Option("--root", help="cache root (default: $SAVA_CACHE/latents; SAVA_CACHE defaults to ~/.cache/sava)")]
 
 
 @data_app.command()

@@ -197,7 +197,8 @@ def cp(
 def main() -> None:
     """Entry point: user mistakes print one readable message and exit with code 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # a typer.Exit(code) is returned, not raised, in this mode
+        sys.exit(code if isinstance(code, int) else 0)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

@@ -29,7 +29,7 @@ class MediaParams(StrictModel):
     )
     strict: bool = Field(False, description="bad media is an error naming the file instead of a logged, listed skip")
     num_workers: int = Field(0, ge=0, description="probe threads and DataLoader worker processes (0: in-process)")
-    cache_root: str | None = Field(None, description="where probe results are cached (default: $SAVA_CACHE or ~/.cache/sava/latents)")
+    cache_root: str | None = Field(None, description="where probe results are cached (default: $SAVA_CACHE/latents; SAVA_CACHE defaults to ~/.cache/sava)")
 
     @model_validator(mode="after")
     def _consistent(self) -> MediaParams:

@@ -34,7 +34,7 @@ class FactorWorldParams(StrictModel):
 
 
 class MediaWorldParams(StrictModel):
-    """A procedural audio-visual world rendered on demand (DESIGN.md, "The embedded default").
+    """A procedural audio-visual world rendered on demand (the paper's causal model, section 2).
 
     Shared factors (seen and heard): the moving object's class (its colour and shape, and the pitch
     and timbre of its impact sound) and the impacts themselves (the object touches the floor, with
@@ -63,7 +63,7 @@ class MediaWorldParams(StrictModel):
     p_offscreen: float = Field(0.5, ge=0, le=1, description="probability of off-screen chirps (audio-only)")
     max_offscreen: int = Field(2, ge=1, description="most off-screen chirps in a clip that has them")
     wind_level: float = Field(
-        0.05, ge=0, le=0.3, description="wind RMS (full scale 1); audio onset F1 is 1.0 at 0.05, 0.995 at 0.1"
+        0.05, ge=0, le=0.3, description="wind RMS (full scale 1); louder wind makes audio onsets harder to detect"
     )
     hum_level: float = Field(0.1, ge=0, le=0.5, description="hum amplitude (full scale 1)")
     chirp_level: float = Field(0.3, ge=0, le=0.8, description="chirp amplitude (full scale 1)")

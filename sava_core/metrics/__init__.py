@@ -1,7 +1,7 @@
 """Metric maths in float64, for numpy arrays or torch tensors: Fréchet distance and its Gaussian
 statistics (batch and streaming), FAD-infinity, KL, Inception Score and cosine scores.
 
-Feature extractors live in plugins; protocol facts are in ``notes/metrics.md``.
+Feature extractors live in plugins; their protocols are in ``docs/metrics.md``.
 """
 
 from sava_core.metrics.frechet import StreamingGaussian, fad_infinity, frechet_distance, gaussian_stats

@@ -6,7 +6,7 @@ All maths runs in float64 with ``torch.linalg``: numpy arrays become CPU tensors
 float64), tensors stay on their device (GPU when they are there; on CPU torch's MKL LAPACK also
 beats numpy's OpenBLAS, e.g. eigh at D = 2048 in 13 s instead of 23 s on 2 cores).
 
-The trace of the matrix square root takes the symmetric route of ``notes/metrics.md``: with any
+The trace of the matrix square root takes the symmetric route (docs/metrics.md): with any
 factor F F^T = S1, A = F^T S2 F is symmetric positive semi-definite with the eigenvalues of S1 S2,
 so tr sqrt(S1 S2) = sum sqrt(eigvalsh(A) clipped at 0). F is the Cholesky factor when S1 is
 positive definite (one eigen-decomposition instead of two, several times faster at D = 2048) and

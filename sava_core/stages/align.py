@@ -121,7 +121,7 @@ def _encoded(recipe: Recipe, registries: Registries, data, split: str, cell_dir:
     if m.video_encoder is None or m.audio_encoder is None:
         raise SavaError(f"data: {recipe.data.name!r} provides media; set model.video_encoder and model.audio_encoder "
                         "so the align stage can encode it (or use a latent dataset such as factor_world)")
-    weights = recorded_weights(cell_dir, recipe) if cell_dir and "pretrain" in recipe.stages else None
+    weights = recorded_weights(cell_dir, recipe, required=False) if cell_dir else None
     if weights is not None:
         from sava_core.stages.generation import build_encoders
 

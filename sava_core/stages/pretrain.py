@@ -64,7 +64,7 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
     torch.manual_seed(recipe.seed)
     venc, aenc, text_encoder = build_encoders(recipe, registries, weights=None)
     sampler = registries["sampler"].build(recipe.model.sampler.name, recipe.model.sampler.params)
-    aenc.fit_mel_statistics(train.audio)
+    aenc.fit_mel_statistics(train.audio)  # on the CPU, before Accelerate moves the encoders
     events = EventLog(cell_dir / "log.jsonl")
     ckpt = cell_dir / "checkpoints"
     common = dict(cpu=cpu, events=events, tracking=recipe.tracking)
@@ -73,6 +73,8 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
     aenc.requires_grad_(True).train()
     ae = Trainer(AutoencoderObjective(venc, aenc), cfg.autoencoder, seed=recipe.seed, checkpoint_dir=ckpt / "autoencoder",
                  name="autoencoder", tracking_dir=cell_dir / "tracking", **common)
+    device = ae.device
+    train.video, train.audio, val.video, val.audio = (t.to(device) for t in (train.video, train.audio, val.video, val.audio))
     ae_val = ae.fit(lambda idx: (train.video[idx], train.audio[idx]), len(train.video),
                     validate=lambda obj: {k: float(v) for k, v in obj(val.video[:32], val.audio[:32]).items()}, resume=resume)
     venc.requires_grad_(False).eval()
@@ -81,8 +83,8 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
     aenc.fit_statistics(train.audio[:256])
 
     device = ae.device
-    grids = {"video": encode_grids(venc, train.video).to(device), "audio": encode_grids(aenc, train.audio).to(device)}
-    val_grids = {"video": encode_grids(venc, val.video).to(device), "audio": encode_grids(aenc, val.audio).to(device)}
+    grids = {"video": encode_grids(venc, train.video), "audio": encode_grids(aenc, train.audio)}
+    val_grids = {"video": encode_grids(venc, val.video), "audio": encode_grids(aenc, val.audio)}
     text, val_text = encode_text(text_encoder, train.captions), encode_text(text_encoder, val.captions)
     t2v, t2a = build_backbones(recipe, registries, None, (tuple(grids["video"].shape[1:]), tuple(grids["audio"].shape[1:])),
                                text_encoder.dim)
@@ -118,13 +120,14 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
     return metrics
 
 
-def recorded_weights(cell_dir: Path, recipe: Recipe) -> Path:
-    """The weights directory the pretrain stage recorded for this run (or the one it would use)."""
+def recorded_weights(cell_dir: Path, recipe: Recipe, required: bool = True) -> Path | None:
+    """The weights directory the pretrain stage recorded for this run, or the one it would use
+    (shipped, configured or cached). Raises if there is none and ``required``."""
     record = cell_dir / "pretrained.json"
     if record.is_file():
         return Path(json.loads(record.read_text())["weights"])
     found = pretrained_dir(recipe)
-    if found is None:
+    if found is None and required:
         from sava_core.errors import SavaError
 
         raise SavaError(f"no pretrained weights for this recipe (key {pretrain_key(recipe)}); add `pretrain` to stages "
