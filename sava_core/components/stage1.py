@@ -24,46 +24,30 @@ def mlp(in_dim: int, out_dim: int, params: MLPParams) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class MLPAdapter(Adapter):
+class _PerStepMLP(nn.Module):
+    """(B, T, in_dim) -> (B, T, out_dim) through :func:`mlp`; the body of the three MLP components."""
+
+    Params = MLPParams
+
+    def __init__(self, params: MLPParams, *, in_dim: int, out_dim: int):
+        super().__init__()
+        self.params = params
+        self.net = mlp(in_dim, out_dim, params)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+class MLPAdapter(_PerStepMLP, Adapter):
     """q_V / q_A: (B, T, in_dim) -> (B, T, out_dim)."""
 
-    Params = MLPParams
 
-    def __init__(self, params: MLPParams, *, in_dim: int, out_dim: int):
-        super().__init__()
-        self.params = params
-        self.net = mlp(in_dim, out_dim, params)
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z)
-
-
-class MLPDecoder(Decoder):
+class MLPDecoder(_PerStepMLP, Decoder):
     """g_A / g_V: masked latent (B, T, in_dim) -> partner target (B, T, out_dim)."""
 
-    Params = MLPParams
 
-    def __init__(self, params: MLPParams, *, in_dim: int, out_dim: int):
-        super().__init__()
-        self.params = params
-        self.net = mlp(in_dim, out_dim, params)
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z)
-
-
-class MLPProjector(Projector):
+class MLPProjector(_PerStepMLP, Projector):
     """P_theta: video encoder latent (B, T, in_dim) -> audio-guiding latent (B, T, out_dim)."""
-
-    Params = MLPParams
-
-    def __init__(self, params: MLPParams, *, in_dim: int, out_dim: int):
-        super().__init__()
-        self.params = params
-        self.net = mlp(in_dim, out_dim, params)
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z)
 
 
 class _StraightThrough(torch.autograd.Function):
