@@ -43,12 +43,16 @@ def step_seed(seed: int, step: int, micro: int = 0, process: int = 0) -> int:
     return (seed * 1_000_003 + step * 7_919 + micro * 104_729 + process * 15_485_863) % (2**63 - 1)
 
 
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(step_seed(seed, -1 - epoch)))
+
+
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> Tensor:
     """Indices of global batch ``step``: epochs of seeded permutations of ``range(n)``."""
     per_epoch = max(n // batch_size, 1)
     epoch, within = divmod(step, per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(step_seed(seed, -1 - epoch)))
-    return perm[within * batch_size : (within + 1) * batch_size]
+    return _epoch_permutation(n, seed, epoch)[within * batch_size : (within + 1) * batch_size]
 
 
 class EventLog:
