@@ -284,34 +284,28 @@ class MetricRequest:
         self.label = self.label or self.name
 
 
-def _set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    for p in parts[:-1]:
-        nxt = target.setdefault(p, {})
-        if not isinstance(nxt, dict):
-            raise SavaError(f"parameter {key!r}: {p!r} is already set to a value, not a mapping")
-        target = nxt
-    target[parts[-1]] = value
-
-
 def parse_metric_spec(spec: str) -> MetricRequest:
-    """``"NAME key=value ..."`` (values are YAML; dotted keys nest, e.g. ``extractor_params.preset=tiny``;
-    ``label=...`` names the scores, for running one metric twice with different settings)."""
-    words = shlex.split(spec)
+    """``"NAME key=value ..."`` in the recipe override grammar (values are YAML; dotted keys nest,
+    e.g. ``extractor_params.preset=tiny``; ``label=...`` names the scores, for running one metric
+    twice with different settings)."""
+    from sava_core.recipe import apply_overrides, parse_override
+
+    try:
+        words = shlex.split(spec)
+    except ValueError as exc:
+        raise SavaError(f"--metric {spec!r}: {exc}") from None
     if not words or "=" in words[0]:
         raise SavaError(f"--metric {spec!r}: start with the metric name, then key=value parameters")
-    params: dict[str, Any] = {}
-    label = ""
+    label, overrides = "", []
     for word in words[1:]:
-        key, eq, raw = word.partition("=")
-        if not eq or not key:
+        if "=" not in word or word.startswith(("=", "~")):
             raise SavaError(f"--metric {spec!r}: {word!r} is not key=value")
-        value = yaml.safe_load(raw) if raw else ""
+        key, value, _ = parse_override(word)
         if key == "label":
             label = str(value)
         else:
-            _set_dotted(params, key, value)
-    return MetricRequest(words[0], params, label)
+            overrides.append(word)
+    return MetricRequest(words[0], apply_overrides({}, overrides, where="--metric"), label)
 
 
 @dataclass

@@ -256,6 +256,11 @@ def plan_data(data: dict[str, Any], overrides: list[str] | None = None, registri
     grid_keys = {"variants", "sweep", "seeds", "seed"}
     core = {k: v for k, v in data.items() if k not in grid_keys}
     for vname, voverrides in variants.items():
+        grid_changes = [o for o in voverrides if o.lstrip("~").split("=")[0].split(".")[0] in grid_keys]
+        if grid_changes:
+            problems.append(Problem(f"variants.{vname}", f"a variant cannot change {', '.join(grid_changes)}; "
+                                                         "seeds, sweep and variants are set at the top level"))
+            continue
         try:
             vdata = apply_overrides(core, voverrides, where=f"variants.{vname}")
         except SavaError as exc:

@@ -59,6 +59,8 @@ def check_out(out: Path, plan: Plan, resume: bool) -> None:
                 f"--resume: {out} holds a run of a different recipe (hash {previous}, now {plan.hash}); "
                 "use the same recipe and overrides, or a new --out"
             )
+    elif out.exists() and not out.is_dir():
+        raise SavaError(f"--out {out} is a file; give a directory")
     elif out.exists() and any(out.iterdir()):
         raise SavaError(f"--out {out} already holds files; pass --resume to continue that run or choose another --out")
 

@@ -83,3 +83,9 @@ def test_every_shipped_recipe_validates_and_names_its_command(path):
     first = path.read_text().splitlines()[0]
     assert first == f"# sava run {path.relative_to(REPO)}", "a shipped recipe starts with the command that runs it"
     assert plan(path).cells
+
+
+def test_a_variant_cannot_change_the_grid(tmp_path):
+    recipe = write(tmp_path, {**BASE, "variants": {"more": ["seeds=[5]"], "ok": []}})
+    with pytest.raises(RecipeError, match="a variant cannot change seeds"):
+        plan(recipe)
