@@ -129,6 +129,9 @@ def _encoded(recipe: Recipe, registries: Registries, data, split: str, cell_dir:
     else:
         venc = registries["video_encoder"].build(m.video_encoder.name, m.video_encoder.params)
         aenc = registries["audio_encoder"].build(m.audio_encoder.name, m.audio_encoder.params)
+    if len(data.media(split)) == 0:
+        raise SavaError(f"data: the {split!r} split of {recipe.data.name!r} is empty; the align stage needs train, val "
+                        "and test clips (for vggsound set data.params.val_fraction, e.g. 0.05)")
     key = {"video_encoder": m.video_encoder.name, "audio_encoder": m.audio_encoder.name}
     return encode_split(data, split, venc.eval(), aenc.eval(), key_extra=key, run_dir=cell_dir)
 

@@ -161,6 +161,8 @@ class MediaSplit:
 def load_media(data: Any, split: str, limit: int | None = None) -> MediaSplit:
     items = data.media(split)
     n = len(items) if limit is None else min(limit, len(items))
+    if n == 0:
+        raise SavaError(f"data: the {split!r} split is empty; the generation stages need train, val and test clips")
     clips = [items[i] for i in range(n)]
     return MediaSplit(torch.stack([c.video for c in clips]), torch.stack([c.audio for c in clips]),
                       [c.caption for c in clips], [c.meta for c in clips], clips[0].fps, clips[0].sample_rate)
