@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from sava_core.contracts import AudioEncoder, Clip, Dataset, LatentSplit, VideoEncoder
 from sava_core.decode import MediaError, Skip, write_skipped
 from sava_core.errors import SavaError
-from sava_core.io import atomic_write_json, atomic_write_with
+from sava_core.io import atomic_write_json, atomic_write_with, canonical_hash
 
 log = logging.getLogger("sava")
 
@@ -97,7 +97,7 @@ def dataset_fingerprint(dataset: Dataset, split: str) -> dict[str, Any]:
 
 def cache_key(material: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of ``material`` (first 16 hex digits)."""
-    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return canonical_hash(material)
 
 
 @contextmanager

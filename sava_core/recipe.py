@@ -9,7 +9,6 @@ A recipe names registered components only; it cannot import code.
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from sava_core.config import ModelSection, Recipe
 from sava_core.errors import Problem, RecipeError, SavaError, UnknownComponentError
+from sava_core.io import canonical_hash
 from sava_core.registry import Registries, get_registries
 
 
@@ -217,7 +217,7 @@ class Plan:
 
 def recipe_hash(data: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of a resolved recipe (first 16 hex digits)."""
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return canonical_hash(data)
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,6 @@ from conftest import REPO, TINY, run_cli
 from sava_core.errors import SavaError
 from sava_core.recipe import plan
 from sava_core.runner import merge_runs, run_plan
-from sava_core.training import Trainer
 
 QUICKSTART = REPO / "recipes" / "align_quickstart.yaml"
 #: Audit metrics of a 2-process run agree with a 1-process run to this absolute tolerance: the

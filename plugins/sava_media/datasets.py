@@ -17,19 +17,12 @@ from typing import Any
 from sava_core.contracts import Dataset
 from sava_core.decode import DecodeSpec, Skip, check_media
 from sava_core.errors import SavaError
+from sava_core.io import file_sha256
 from sava_core.segment import SegmentedMedia, Segmentation, Source, probe_sources
 from sava_media.params import AudioCapsParams, FolderParams, MediaParams, VGGSoundParams
 
 STANDARD_SPLITS = ("train", "val", "test")
 _MAX_LISTED = 20
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _raise_problems(source: Path, problems: list[str]) -> None:
@@ -138,7 +131,7 @@ class MediaDataset(Dataset):
                     st = Path(path).stat() if Path(path).exists() else None
                     files.update(f"{path}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}\n".encode())
         return {
-            "manifest_sha256": {str(p): _sha256(p) for p in self.manifest_files()},
+            "manifest_sha256": {str(p): file_sha256(p) for p in self.manifest_files()},
             "preprocessing": {**vars(self.spec), **vars(self.segmentation)},
             "files_sha256": files.hexdigest(),
         }

@@ -7,7 +7,6 @@ pickled checkpoints go through ``torch.load(weights_only=True)``. Nothing is eve
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,19 +21,10 @@ from torch import Tensor, nn
 from sava_core.contracts import FeatureExtractor, Features
 from sava_core.errors import SavaError
 from sava_core.evaluation import MediaItem
+from sava_core.io import file_sha256
 
 #: The one resampler every extractor uses (torchaudio's defaults, pinned here so protocols can say it).
 RESAMPLER = "torchaudio.functional.resample(sinc_interp_hann, lowpass_filter_width=6, rolloff=0.99)"
-_CHUNK = 1 << 20
-
-
-def sha256_of(path: Path) -> str:
-    """The sha256 (hex) of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_checkpoint(name: str, path: str | None, sha256: str | None, what: str,
@@ -52,7 +42,7 @@ def verify_checkpoint(name: str, path: str | None, sha256: str | None, what: str
     p = Path(path).expanduser()
     if not p.is_file():
         raise SavaError(f"extractor {name}: checkpoint {p} not found; {hint} to the local file of {what}")
-    digest = sha256_of(p)
+    digest = file_sha256(p)
     if sha256 is not None:
         if digest != sha256:
             raise SavaError(f"extractor {name}: checkpoint {p} has sha256 {digest}, but `sha256` expects {sha256}; "

@@ -8,7 +8,6 @@ what Stage I aligns; encoders used here provide ``encode_grid``, ``decode_grid``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from sava_core.components.embeddings import sinusoids
 from sava_core.config import ComponentRef, Recipe
 from sava_core.contracts import Condition, TextEncoder
 from sava_core.errors import SavaError
+from sava_core.io import canonical_hash
 from sava_core.registry import Registries
 
 WEIGHT_FILES = {"video_encoder": "video_encoder.safetensors", "audio_encoder": "audio_encoder.safetensors",
@@ -43,7 +43,7 @@ def pretrain_key(recipe: Recipe) -> str:
     for name in WEIGHT_FILES | {"text_encoder": None, "sampler": None}:
         ref = getattr(m, name)
         parts[name] = None if ref is None else {"name": ref.name, "params": {k: v for k, v in ref.params.items() if k != "pretrained"}}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return canonical_hash(parts)
 
 
 def weights_dir(recipe: Recipe) -> Path:
