@@ -40,9 +40,15 @@ class ModelSection(StrictModel):
     video_encoder: ComponentRef | None = component("video_encoder", default=None)
     audio_encoder: ComponentRef | None = component("audio_encoder", default=None)
     text_encoder: ComponentRef | None = component("text_encoder", default=None)
+    video_text_encoder: ComponentRef | None = component(
+        "text_encoder", default=None, description="the video backbone's own text encoder (e.g. CogVideoX's T5); default: text_encoder")
+    audio_text_encoder: ComponentRef | None = component(
+        "text_encoder", default=None, description="the audio backbone's own text encoder (e.g. AudioLDM's CLAP); default: text_encoder")
     video_backbone: ComponentRef | None = component("backbone", default=None)
     audio_backbone: ComponentRef | None = component("backbone", default=None)
     sampler: ComponentRef = component("sampler", default=ComponentRef(name="diffusers"))
+    joint_generator: ComponentRef | None = component(
+        "joint_generator", default=None, description="a model generating both streams at once (generate.mode: joint)")
 
 
 class LossConfig(StrictModel):
@@ -114,7 +120,8 @@ class FinetuneConfig(StrictModel):
 class GenerateConfig(StrictModel):
     """Stage III: cascaded sampling on the world's test prompts, ground-truth checks and outputs."""
 
-    mode: Literal["two_stream", "cascade", "cascade_bidirectional"] = "cascade"
+    mode: Literal["two_stream", "cascade", "cascade_bidirectional", "joint"] = Field(
+        "cascade", description="joint: model.joint_generator generates both streams (a baseline, e.g. LTX-2)")
     prompts: int = Field(16, ge=1, description="test prompts (sampled from the world's test factors)")
     prompt_seed: int = Field(12345, description="seed of the prompts (the same for every variant)")
     batch_size: int = Field(16, ge=1)

@@ -43,6 +43,23 @@ class VideoEncoder(nn.Module, Component, ABC):
         """Latent (B, T, latent_dim) -> video (B, F, 3, H, W); only VAE-style encoders decode."""
         raise NotImplementedError(f"{type(self).__name__} cannot decode")
 
+    # A VAE-style encoder that a video backbone denoises in also provides its latent *grid* (the
+    # layout the backbone denoises) and the map from grid to the time-first sequence Stage I aligns
+    # (it may pool space, e.g. to a few cells per latent frame; the encoder documents it). The
+    # generation stages (pretrain, finetune, generate) need these three.
+
+    def encode_grid(self, video: Tensor) -> Tensor:
+        """Video (B, F, 3, H, W) in [0, 1] -> latent grid (B, *grid_shape)."""
+        raise NotImplementedError(f"{type(self).__name__} has no latent grid: it cannot serve a backbone")
+
+    def decode_grid(self, grid: Tensor) -> Tensor:
+        """Latent grid (B, *grid_shape) -> video (B, F, 3, H, W) in [0, 1] at ``frame_rate``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot decode")
+
+    def grid_to_sequence(self, grid: Tensor) -> Tensor:
+        """Latent grid (B, *grid_shape) -> sequence (B, T, latent_dim), time first."""
+        raise NotImplementedError(f"{type(self).__name__} has no latent grid")
+
 
 class AudioEncoder(nn.Module, Component, ABC):
     """f_a, frozen: audio (B, C, S) in [-1, 1] at ``sample_rate`` Hz -> latent (B, T, latent_dim)."""
@@ -56,6 +73,21 @@ class AudioEncoder(nn.Module, Component, ABC):
     def decode(self, latent: Tensor) -> Tensor:
         """Latent (B, T, latent_dim) -> audio (B, C, S); only VAE-style encoders decode."""
         raise NotImplementedError(f"{type(self).__name__} cannot decode")
+
+    # As for VideoEncoder: the latent grid an audio backbone denoises (e.g. a mel VAE's
+    # (B, C, frames/r, mel_bins/r)) and the map to a time-first sequence.
+
+    def encode_grid(self, audio: Tensor) -> Tensor:
+        """Audio (B, C, S) in [-1, 1] at ``sample_rate`` -> latent grid (B, *grid_shape)."""
+        raise NotImplementedError(f"{type(self).__name__} has no latent grid: it cannot serve a backbone")
+
+    def decode_grid(self, grid: Tensor) -> Tensor:
+        """Latent grid (B, *grid_shape) -> waveform (B, C, S) in [-1, 1] at ``sample_rate``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot decode")
+
+    def grid_to_sequence(self, grid: Tensor) -> Tensor:
+        """Latent grid (B, *grid_shape) -> sequence (B, T, latent_dim), time first."""
+        raise NotImplementedError(f"{type(self).__name__} has no latent grid")
 
 
 @dataclass
@@ -146,18 +178,43 @@ class Condition:
 class Backbone(nn.Module, Component, ABC):
     """eps_theta: a latent diffusion denoiser, LoRA-adaptable on its conditioning layers.
 
+    Built as ``Backbone(params, latent_shape=..., condition_dim=...)``: ``latent_shape`` is the grid
+    of the recipe's encoder for this modality (``encode_grid(...).shape[1:]``), ``condition_dim`` the
+    width of the text encoder that conditions it (the recipe's ``video_text_encoder`` /
+    ``audio_text_encoder``, else ``text_encoder``). A pretrained backbone checks both against its
+    checkpoint and says which setting to change when they disagree.
+
     ``forward(noisy (B, *latent_shape), timestep (B,), condition) -> prediction`` of the same shape,
-    of kind ``prediction_type`` ("epsilon", "v_prediction" or "sample").
-    ``lora_targets`` lists the module-name patterns Stage II adapts (conditioning layers only).
+    of kind ``prediction_type`` ("epsilon", "v_prediction" or "sample"). ``condition.extra`` tokens
+    (Stage II's phi output) have width ``condition_dim``.
+    ``lora_targets`` lists the module-name patterns (regular expressions) Stage II adapts: the
+    conditioning layers only. ``scheduler_config`` is the noise schedule the backbone was trained
+    with (a diffusers scheduler config: betas, ``prediction_type``, spacing, zero-SNR rescaling...)
+    or None to use the sampler's own.
     """
 
     prediction_type: str
     latent_shape: tuple[int, ...]
     condition_dim: int
     lora_targets: list[str]
+    scheduler_config: dict[str, Any] | None = None
 
     @abstractmethod
     def forward(self, noisy: Tensor, timestep: Tensor, condition: Condition) -> Tensor: ...
+
+
+class JointGenerator(nn.Module, Component, ABC):
+    """A model that generates video and audio together in one network (e.g. LTX-2): the "joint
+    generation" baseline that SAVA's cascade is compared with (``generate.mode: joint``).
+
+    ``fps`` and ``sample_rate`` describe its outputs."""
+
+    fps: float
+    sample_rate: int
+
+    @abstractmethod
+    def generate(self, prompts: list[str], generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Prompts -> (video (B, F, 3, H, W) in [0, 1] at ``fps``, audio (B, C, S) in [-1, 1] at ``sample_rate``)."""
 
 
 class Sampler(Component, ABC):

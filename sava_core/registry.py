@@ -37,6 +37,7 @@ KINDS: dict[str, str] = {
     "projector": "sava_core.contracts:Projector",
     "backbone": "sava_core.contracts:Backbone",
     "sampler": "sava_core.contracts:Sampler",
+    "joint_generator": "sava_core.contracts:JointGenerator",
     "metric": "sava_core.contracts:Metric",
     "extractor": "sava_core.contracts:FeatureExtractor",
     "dataset": "sava_core.contracts:Dataset",

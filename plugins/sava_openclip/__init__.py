@@ -1,0 +1,1 @@
+"""SAVA plug-in: openclip."""
