@@ -154,7 +154,7 @@ def _encode(clips: list[Clip], video_encoder: VideoEncoder, audio_encoder: Audio
     return outs[0], outs[1]
 
 
-def _check_rates(media: Any, video_encoder: VideoEncoder, audio_encoder: AudioEncoder) -> None:
+def check_rates(media: Any, video_encoder: VideoEncoder, audio_encoder: AudioEncoder) -> None:
     """The dataset must decode at the rates the encoders expect (a SavaError names both)."""
     spec = getattr(media, "spec", None)
     if spec is not None:
@@ -196,7 +196,7 @@ def encode_split(dataset: Dataset, split: str, video_encoder: VideoEncoder, audi
     must equal the dataset's decoding rates (a SavaError otherwise).
     """
     media = dataset.media(split)
-    _check_rates(media, video_encoder, audio_encoder)
+    check_rates(media, video_encoder, audio_encoder)
     material = {
         "version": CACHE_VERSION,
         "split": split,

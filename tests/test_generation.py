@@ -72,7 +72,7 @@ def test_stage2_trains_only_lora_and_phi(t2av_run):
     phi_before = {k: v.clone() for k, v in c.phi.state_dict().items()}
     trainer = Trainer(DiffusionObjective(c.backbone, gen.sampler, 0.1, c.phi), recipe.finetune.train, seed=0, cpu=True)
     grid = torch.randn(4, *c.backbone.latent_shape)
-    text = torch.randn(4, 5, gen.text_encoder.dim)
+    text = torch.randn(4, 5, gen.text_encoders["audio"].dim)
     mask = torch.ones(4, 5, dtype=torch.bool)
     extra = torch.randn(4, 16, recipe.align.width)
     trainer.train_step(lambda idx: (grid, text, mask, text[:1], mask[:1], extra), 4)

@@ -65,6 +65,7 @@ class SynthVideoAE(VideoEncoder):
     """f_v for the media world: a per-frame conv autoencoder (see the module docstring for shapes)."""
 
     Params = VideoAEParams
+    pretrain_stage = True  # trained by the `pretrain` stage, which supplies `pretrained`
 
     def __init__(self, params: VideoAEParams):
         super().__init__()
@@ -117,6 +118,7 @@ class SynthAudioAE(AudioEncoder):
     """f_a for the media world: log-mel conv autoencoder + Griffin-Lim (see the module docstring)."""
 
     Params = AudioAEParams
+    pretrain_stage = True  # trained by the `pretrain` stage, which supplies `pretrained`
 
     def __init__(self, params: AudioAEParams):
         super().__init__()
@@ -240,6 +242,7 @@ class SynthUNet(Backbone):
     video (F, C, h, w), stacked to (F*C, h, w)) and ``condition_dim`` (the text width)."""
 
     Params = SynthUNetParams
+    pretrain_stage = True  # trained by the `pretrain` stage, which supplies `pretrained`
 
     def __init__(self, params: SynthUNetParams, *, latent_shape: tuple[int, ...], condition_dim: int):
         super().__init__()

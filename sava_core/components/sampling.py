@@ -11,45 +11,52 @@ from sava_core.contracts import Backbone, Condition, Sampler
 
 class DiffusersSampler(Sampler):
     """Reverse process with a diffusers scheduler and classifier-free guidance:
-    eps = eps(x, uncond) + s * (eps(x, cond) - eps(x, uncond))."""
+    eps = eps(x, uncond) + s * (eps(x, cond) - eps(x, uncond)).
+
+    The noise schedule is the backbone's own (``backbone.scheduler_config``, e.g. CogVideoX's
+    zero-SNR v-prediction schedule) when it has one, else this sampler's parameters; the recipe picks
+    the scheduler class, the number of steps and the guidance."""
 
     Params = DiffusionSamplerParams
 
     def __init__(self, params: DiffusionSamplerParams):
         self.params = params
 
-    def _config(self) -> dict:
+    def _config(self, backbone: Backbone) -> dict:
+        if backbone.scheduler_config is not None:
+            return {**backbone.scheduler_config, "prediction_type": backbone.prediction_type}
         p = self.params
         return {"num_train_timesteps": p.num_train_timesteps, "beta_schedule": p.beta_schedule,
-                "prediction_type": "epsilon"}
+                "prediction_type": backbone.prediction_type}
 
-    def train_scheduler(self):  # type: ignore[no-untyped-def]
-        """The DDPM forward process used to noise training latents (``add_noise``)."""
+    def train_scheduler(self, backbone: Backbone):  # type: ignore[no-untyped-def]
+        """The DDPM forward process used to noise training latents (``add_noise``, ``get_velocity``)."""
         from diffusers import DDPMScheduler
 
-        return DDPMScheduler(**self._config())
+        return DDPMScheduler.from_config(self._config(backbone))
 
-    def scheduler(self):  # type: ignore[no-untyped-def]
+    def scheduler(self, backbone: Backbone):  # type: ignore[no-untyped-def]
         from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
         cls = {"ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler, "ddpm": DDPMScheduler}[self.params.scheduler]
-        return cls(**self._config())
+        return cls.from_config(self._config(backbone))
 
     @torch.no_grad()
     def sample(self, backbone: Backbone, condition: Condition, uncond: Condition, batch_size: int,
                generator: torch.Generator) -> Tensor:
-        device = next(backbone.parameters()).device
-        scheduler = self.scheduler()
+        param = next(backbone.parameters())
+        device, dtype = param.device, param.dtype
+        scheduler = self.scheduler(backbone)
         scheduler.set_timesteps(self.params.steps)
         x = torch.randn((batch_size, *backbone.latent_shape), generator=generator).to(device)
         x = x * scheduler.init_noise_sigma
         s = self.params.guidance_scale
         for t in scheduler.timesteps:
             ts = torch.full((batch_size,), int(t), device=device, dtype=torch.long)
-            inp = scheduler.scale_model_input(x, t)
-            eps = backbone(inp, ts, condition)
+            inp = scheduler.scale_model_input(x, t).to(dtype)
+            eps = backbone(inp, ts, condition).float()
             if s != 1.0:
-                eps_u = backbone(inp, ts, uncond)
+                eps_u = backbone(inp, ts, uncond).float()
                 eps = eps_u + s * (eps - eps_u)
             x = scheduler.step(eps, t, x, generator=generator).prev_sample
         return x

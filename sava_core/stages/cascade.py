@@ -5,7 +5,9 @@ Modes (``generate.mode``):
 * ``two_stream``: T2V and T2A independently from the same text (Table 1's "Two-Streams");
 * ``cascade``: T2V, then P_theta on the generated video latent, then TV2A (unidirectional);
 * ``cascade_bidirectional``: as ``cascade``, then the video generated again by TA2V from the text and
-  the masked aligned latent of the generated audio (the audio is the same as in ``cascade``).
+  the masked aligned latent of the generated audio (the audio is the same as in ``cascade``);
+* ``joint``: a model that generates both streams at once (``model.joint_generator``, e.g. LTX-2),
+  the joint-generation baseline.
 
 Every sample's video and audio are checked against the prompt's ground truth when the dataset
 knows it (``prompts`` / ``ground_truth_metrics``); Fréchet distances of the generated clips'
@@ -29,8 +31,16 @@ from sava_core.contracts import Condition
 from sava_core.io import atomic_write_json
 from sava_core.metrics import frechet_distance, gaussian_stats
 from sava_core.registry import Registries
-from sava_core.stages.finetune import load_conditioned, load_stage1
-from sava_core.stages.generation import Generators, TextBatch, build_generators, encode_text, load_media, media_dataset
+from sava_core.stages.finetune import load_conditioned, load_stage1, stage1_sequences
+from sava_core.stages.generation import (
+    Generators,
+    TextBatch,
+    build_generators,
+    encode_text,
+    load_media,
+    media_dataset,
+    uses_pretrain_stage,
+)
 from sava_core.stages.pretrain import recorded_weights
 
 log = logging.getLogger("sava")
@@ -69,26 +79,28 @@ def load_parts(gen: Generators, recipe: Recipe, cell_dir: Path, registries: Regi
 def generate(gen: Generators, recipe: Recipe, parts: CascadeParts, prompts: list[str], seed: int) -> dict[str, Any]:
     """Generate a clip per prompt in ``recipe.generate.mode``; returns grids, media and timings (s)."""
     mode = recipe.generate.mode
-    text = encode_text(gen.text_encoder, prompts)
+    texts = gen.text_encoders
+    video_text = encode_text(texts["video"], prompts)
+    audio_text = video_text if texts["audio"] is texts["video"] else encode_text(texts["audio"], prompts)
     g = torch.Generator().manual_seed(seed)
     n = len(prompts)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    cond, uncond = _conditions(text)
-    video_grid = gen.sampler.sample(gen.t2v, cond, uncond, n, g)
+    video_grid = gen.sampler.sample(gen.t2v, *_conditions(video_text), n, g)
     timings["t2v"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if mode == "two_stream":
-        audio_grid = gen.sampler.sample(gen.t2a, cond, uncond, n, g)
+        audio_grid = gen.sampler.sample(gen.t2a, *_conditions(audio_text), n, g)
     else:
         seq_v = gen.video_encoder.grid_to_sequence(video_grid)
-        cond, uncond = _conditions(text, parts.tv2a.phi(parts.projector(seq_v)))
+        cond, uncond = _conditions(audio_text, parts.tv2a.phi(parts.projector(seq_v)))
         audio_grid = gen.sampler.sample(parts.tv2a.backbone, cond, uncond, n, g)
         if mode == "cascade_bidirectional":
             timings["tv2a"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            ha = parts.model(seq_v, gen.audio_encoder.grid_to_sequence(audio_grid)).ha
-            cond, uncond = _conditions(text, parts.ta2v.phi(ha))
+            seq = stage1_sequences(gen, video_grid, audio_grid)
+            ha = parts.model(seq["video"], seq["audio"]).ha
+            cond, uncond = _conditions(video_text, parts.ta2v.phi(ha))
             video_grid = gen.sampler.sample(parts.ta2v.backbone, cond, uncond, n, g)
     timings["second" if mode == "two_stream" else ("ta2v" if mode == "cascade_bidirectional" else "tv2a")] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -101,7 +113,6 @@ def generate(gen: Generators, recipe: Recipe, parts: CascadeParts, prompts: list
 def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = False) -> dict[str, float]:
     """Generate the test prompts, write samples and return the checks."""
     cfg = recipe.generate
-    gen = build_generators(recipe, registries, recorded_weights(cell_dir, recipe))
     data = media_dataset(recipe, registries)
     if hasattr(data, "prompts"):
         pairs = data.prompts(cfg.prompts, cfg.prompt_seed)
@@ -109,21 +120,58 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
     else:
         test = load_media(data, "test", cfg.prompts)
         prompts, truth = test.captions, None
-    parts = load_parts(gen, recipe, cell_dir, registries)
-    outs = _generate_all(gen, recipe, parts, prompts)
-    video, audio, timings = outs["video"], outs["audio"], outs["timings"]
+    clip = data.media("test")[0]
     metrics: dict[str, float] = {}
+    if cfg.mode == "joint":
+        video, audio, timings = _generate_joint(recipe, registries, prompts, clip.sample_rate)
+    else:
+        gen = build_generators(recipe, registries, recorded_weights(cell_dir, recipe, required=uses_pretrain_stage(recipe, registries)))
+        parts = load_parts(gen, recipe, cell_dir, registries)
+        outs = _generate_all(gen, recipe, parts, prompts)
+        video, audio, timings = outs["video"], outs["audio"], outs["timings"]
+        metrics |= _frechet(gen, data, outs["video_grid"], outs["audio_grid"])
+        if cfg.sensitivity:
+            metrics |= _sensitivity(gen, recipe, parts, data)
     if truth is not None:
         metrics |= data.ground_truth_metrics(video, audio, truth, cfg.event_tolerance)
-    metrics |= _frechet(gen, data, outs["video_grid"], outs["audio_grid"])
     metrics["seconds_per_clip"] = sum(timings.values()) / len(prompts)
     metrics |= {f"seconds_per_clip_{k}": v / len(prompts) for k, v in timings.items()}
-    if cfg.sensitivity:
-        metrics |= _sensitivity(gen, recipe, parts, data)
-    clip = data.media("test")[0]
     _save_samples(cell_dir / "samples", prompts, video, audio, clip.fps, clip.sample_rate, cfg.save_media)
     atomic_write_json(cell_dir / "samples" / "prompts.json", [{"index": i, "prompt": p} for i, p in enumerate(prompts)])
     return metrics
+
+
+@torch.no_grad()
+def _generate_joint(recipe: Recipe, registries: Registries, prompts: list[str], sample_rate: int) -> tuple[Tensor, Tensor, dict[str, float]]:
+    """``generate.mode: joint``: both streams from ``model.joint_generator`` (e.g. LTX-2), audio
+    resampled to the dataset's rate; the video must come at the dataset's frame rate."""
+    from sava_core.errors import SavaError
+
+    ref = recipe.model.joint_generator
+    if ref is None:
+        raise SavaError("generate.mode: joint needs model.joint_generator (e.g. {name: ltx2, params: {preset: tiny}})")
+    if recipe.generate.sensitivity:
+        raise SavaError("generate.sensitivity compares latents of the cascade's backbones; it is not available with mode joint")
+    model = registries["joint_generator"].build(ref.name, ref.params).eval()
+    clip_fps = media_dataset(recipe, registries).media("test")[0].fps
+    if abs(model.fps - clip_fps) > 1e-6:
+        raise SavaError(f"model.joint_generator generates {model.fps} fps video but the dataset's clips are {clip_fps} fps; "
+                        "set the generator's frame_rate or the dataset's fps so they agree")
+    size = recipe.generate.batch_size
+    videos, audios = [], []
+    t0 = time.perf_counter()
+    for start in range(0, len(prompts), size):
+        g = torch.Generator().manual_seed(recipe.seed * 100_003 + start)
+        video, audio = model.generate(prompts[start : start + size], g)
+        videos.append(video.float().cpu())
+        audios.append(audio.float().cpu())
+    seconds = time.perf_counter() - t0
+    audio = torch.cat(audios)
+    if model.sample_rate != sample_rate:
+        import torchaudio
+
+        audio = torchaudio.functional.resample(audio, model.sample_rate, sample_rate)
+    return torch.cat(videos).clamp(0, 1), audio.clamp(-1, 1), {"joint": seconds}
 
 
 def _generate_all(gen: Generators, recipe: Recipe, parts: CascadeParts, prompts: list[str]) -> dict[str, Any]:

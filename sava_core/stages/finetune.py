@@ -8,7 +8,6 @@ import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -27,6 +26,7 @@ from sava_core.stages.generation import (
     encode_text,
     load_media,
     media_dataset,
+    uses_pretrain_stage,
 )
 from sava_core.stages.pretrain import recorded_weights
 from sava_core.training import EventLog, Trainer
@@ -76,7 +76,7 @@ def conditioned(gen: Generators, direction: str, recipe: Recipe, state: dict[str
     """TV2A (from a copy of T2A) or TA2V (from a copy of T2V) with LoRA and phi; loads ``state`` if given."""
     backbone = copy.deepcopy(gen.t2a if direction == "tv2a" else gen.t2v)
     add_lora(backbone, recipe.finetune.lora_rank, recipe.finetune.lora_alpha)
-    phi = Phi(recipe.align.width, gen.text_encoder.dim)
+    phi = Phi(recipe.align.width, backbone.condition_dim)
     if state is not None:
         missing = backbone.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("backbone.")}, strict=False)
         if missing.unexpected_keys:
@@ -100,13 +100,12 @@ def load_conditioned(gen: Generators, direction: str, recipe: Recipe, cell_dir: 
 def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = False) -> dict[str, float]:
     """Fine-tune each direction in ``finetune.directions``; save LoRA + phi to ``<direction>.safetensors``."""
     cfg = recipe.finetune
-    gen = build_generators(recipe, registries, recorded_weights(cell_dir, recipe))
+    gen = build_generators(recipe, registries, recorded_weights(cell_dir, recipe, required=uses_pretrain_stage(recipe, registries)))
     data = media_dataset(recipe, registries)
     train, val = load_media(data, "train"), load_media(data, "val")
     grids = {"video": encode_grids(gen.video_encoder, train.video), "audio": encode_grids(gen.audio_encoder, train.audio)}
     val_grids = {"video": encode_grids(gen.video_encoder, val.video), "audio": encode_grids(gen.audio_encoder, val.audio)}
-    seq = {k: _sequence(gen, k, v) for k, v in grids.items()}
-    val_seq = {k: _sequence(gen, k, v) for k, v in val_grids.items()}
+    seq, val_seq = stage1_sequences(gen, grids["video"], grids["audio"]), stage1_sequences(gen, val_grids["video"], val_grids["audio"])
     model, projector = load_stage1(recipe, cell_dir, registries, seq["video"].shape[-1], seq["audio"].shape[-1])
     with torch.no_grad():
         out, val_out = model(seq["video"], seq["audio"]), model(val_seq["video"], val_seq["audio"])
@@ -114,10 +113,10 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
             "tv2a": (projector(seq["video"]), projector(val_seq["video"])) if cfg.condition_source == "projector" else (out.hv, val_out.hv),
             "ta2v": (out.ha, val_out.ha),
         }
-    text, val_text = encode_text(gen.text_encoder, train.captions), encode_text(gen.text_encoder, val.captions)
     metrics: dict[str, float] = {}
     for direction in cfg.directions:
         target = "audio" if direction == "tv2a" else "video"
+        text, val_text = encode_text(gen.text_encoders[target], train.captions), encode_text(gen.text_encoders[target], val.captions)
         torch.manual_seed(recipe.seed)
         c = conditioned(gen, direction, recipe)
         c.backbone.train()
@@ -145,6 +144,10 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
     return metrics
 
 
-def _sequence(gen: Generators, modality: str, grid: Tensor) -> Tensor:
-    encoder: Any = gen.video_encoder if modality == "video" else gen.audio_encoder
-    return encoder.grid_to_sequence(grid)
+def stage1_sequences(gen: Generators, video_grid: Tensor, audio_grid: Tensor) -> dict[str, Tensor]:
+    """The Stage I inputs of latent grids: time-first sequences, the audio's interpolated to the
+    video's number of time steps (as the latent cache does for the align stage)."""
+    from sava_core.cache import align_time
+
+    video = gen.video_encoder.grid_to_sequence(video_grid)
+    return {"video": video, "audio": align_time(gen.audio_encoder.grid_to_sequence(audio_grid), video.shape[1])}

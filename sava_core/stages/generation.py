@@ -2,8 +2,17 @@
 encoding media splits, the conditional diffusion objective and Stage II's condition projection phi.
 
 Latent layouts follow the encoders: a *grid* is what a backbone denoises, a *sequence* (B, T, D) is
-what Stage I aligns; encoders used here provide ``encode_grid``, ``decode_grid``,
-``grid_to_sequence`` and ``sequence_to_grid`` (see ``sava_synth.models``).
+what Stage I aligns; encoders used here provide ``encode_grid``, ``decode_grid`` and
+``grid_to_sequence`` (see the contracts). When the audio sequence has another number of time steps
+than the video's, Stage I sees it linearly interpolated to the video's (:func:`sava_core.cache.align_time`).
+
+Each backbone is conditioned by its own text encoder (``model.video_text_encoder`` /
+``model.audio_text_encoder``, e.g. CogVideoX's T5 and AudioLDM's CLAP) or by the shared
+``model.text_encoder``.
+
+Weights: components of a synthetic world (``pretrain_stage = True`` on their class) are trained by
+the ``pretrain`` stage and get their weights from it; real components load their own
+(``pretrained:`` or ``preset:``).
 """
 
 from __future__ import annotations
@@ -40,8 +49,10 @@ def pretrain_key(recipe: Recipe) -> str:
     ``pretrained`` paths) and the pretrain section."""
     m = recipe.model
     parts: dict[str, Any] = {"data": recipe.data.model_dump(), "pretrain": recipe.pretrain.model_dump(exclude={"weights"})}
-    for name in WEIGHT_FILES | {"text_encoder": None, "sampler": None}:
+    for name in WEIGHT_FILES | {"text_encoder": None, "sampler": None, "video_text_encoder": None, "audio_text_encoder": None}:
         ref = getattr(m, name)
+        if ref is None and name.endswith("_text_encoder"):
+            continue  # absent per-backbone text encoders leave the key as it was before they existed
         parts[name] = None if ref is None else {"name": ref.name, "params": {k: v for k, v in ref.params.items() if k != "pretrained"}}
     return canonical_hash(parts)
 
@@ -79,63 +90,92 @@ def pretrained_dir(recipe: Recipe) -> Path | None:
     return None
 
 
-def _build(registries: Registries, kind: str, ref: ComponentRef, weights: Path | None, file: str | None, **runtime: Any) -> Any:
+def uses_pretrain_stage(recipe: Recipe, registries: Registries) -> bool:
+    """Whether any of the recipe's encoders or backbones is trained by the ``pretrain`` stage (a
+    synthetic world's components) rather than loading its own weights."""
+    refs = [getattr(recipe.model, slot) for slot in WEIGHT_FILES]
+    kinds = ["video_encoder", "audio_encoder", "backbone", "backbone"]
+    return any(ref is not None and getattr(registries[kind].get(ref.name).load(), "pretrain_stage", False)
+               for kind, ref in zip(kinds, refs))
+
+
+def _build(registries: Registries, kind: str, ref: ComponentRef, weights: Path | None, file: str, **runtime: Any) -> Any:
     params = dict(ref.params)
-    if weights is not None and file is not None and params.get("pretrained") is None:
+    trained_here = getattr(registries[kind].get(ref.name).load(), "pretrain_stage", False)
+    if trained_here and weights is not None and params.get("pretrained") is None:
         params["pretrained"] = str(weights / file)
     return registries[kind].build(ref.name, params, **runtime)
 
 
+def text_encoder_ref(recipe: Recipe, modality: str) -> ComponentRef:
+    """The text encoder of the ``modality`` backbone: its own, else the shared ``model.text_encoder``."""
+    ref = getattr(recipe.model, f"{modality}_text_encoder") or recipe.model.text_encoder
+    if ref is None:
+        raise SavaError(f"model: the {modality} backbone needs a text encoder; set model.text_encoder (shared by both "
+                        f"backbones) or model.{modality}_text_encoder")
+    return ref
+
+
 @dataclass
 class Generators:
-    """The frozen generative side of a recipe: encoders/decoders, text encoder, T2V, T2A, sampler."""
+    """The frozen generative side of a recipe: encoders/decoders, the text encoder of each backbone,
+    T2V, T2A and the sampler."""
 
     video_encoder: Any
     audio_encoder: Any
-    text_encoder: TextEncoder
+    text_encoders: dict[str, TextEncoder]  # "video" / "audio" -> the encoder conditioning that backbone
     t2v: Any
     t2a: Any
     sampler: Any
 
-    def modules(self) -> list[nn.Module]:
-        return [self.video_encoder, self.audio_encoder, self.text_encoder, self.t2v, self.t2a]
 
-
-def build_encoders(recipe: Recipe, registries: Registries, weights: Path | None) -> tuple[Any, Any, TextEncoder]:
-    """The video and audio encoders (with ``weights`` if given) and the text encoder."""
-    _require(recipe, "video_encoder", "audio_encoder", "text_encoder")
+def build_encoders(recipe: Recipe, registries: Registries, weights: Path | None) -> tuple[Any, Any, dict[str, TextEncoder]]:
+    """The video and audio encoders (with ``weights`` if given) and each backbone's text encoder
+    (one instance when both use the same)."""
+    _require(recipe, "video_encoder", "audio_encoder")
     m = recipe.model
     venc = _build(registries, "video_encoder", m.video_encoder, weights, WEIGHT_FILES["video_encoder"])
     aenc = _build(registries, "audio_encoder", m.audio_encoder, weights, WEIGHT_FILES["audio_encoder"])
-    text = registries["text_encoder"].build(m.text_encoder.name, m.text_encoder.params)
-    return venc, aenc, text
+    refs = {modality: text_encoder_ref(recipe, modality) for modality in ("video", "audio")}
+    video_text = registries["text_encoder"].build(refs["video"].name, refs["video"].params)
+    audio_text = video_text if refs["audio"] == refs["video"] else registries["text_encoder"].build(refs["audio"].name, refs["audio"].params)
+    return venc, aenc, {"video": video_text, "audio": audio_text}
 
 
 def build_backbones(recipe: Recipe, registries: Registries, weights: Path | None,
-                    grids: tuple[tuple[int, ...], tuple[int, ...]], text_dim: int) -> tuple[Any, Any]:
-    """T2V and T2A for latent grids of the given shapes, cross-attending to ``text_dim`` tokens."""
+                    grids: tuple[tuple[int, ...], tuple[int, ...]], text_dims: tuple[int, int]) -> tuple[Any, Any]:
+    """T2V and T2A for latent grids of the given shapes, conditioned on tokens of ``text_dims``
+    (video's, audio's)."""
     _require(recipe, "video_backbone", "audio_backbone")
     m = recipe.model
     t2v = _build(registries, "backbone", m.video_backbone, weights, WEIGHT_FILES["video_backbone"],
-                 latent_shape=grids[0], condition_dim=text_dim)
+                 latent_shape=grids[0], condition_dim=text_dims[0])
     t2a = _build(registries, "backbone", m.audio_backbone, weights, WEIGHT_FILES["audio_backbone"],
-                 latent_shape=grids[1], condition_dim=text_dim)
+                 latent_shape=grids[1], condition_dim=text_dims[1])
     return t2v, t2a
 
 
 def build_generators(recipe: Recipe, registries: Registries, weights: Path | None) -> Generators:
     """Every generative component, loading ``weights`` (a pretrain directory) if given, frozen."""
-    venc, aenc, text = build_encoders(recipe, registries, weights)
-    t2v, t2a = build_backbones(recipe, registries, weights, probe_grids(recipe, registries, venc, aenc), text.dim)
+    venc, aenc, texts = build_encoders(recipe, registries, weights)
+    t2v, t2a = build_backbones(recipe, registries, weights, probe_grids(recipe, registries, venc, aenc),
+                               (texts["video"].dim, texts["audio"].dim))
     sampler = registries["sampler"].build(recipe.model.sampler.name, recipe.model.sampler.params)
-    for module in (venc, aenc, text, t2v, t2a):
+    for module in (venc, aenc, *texts.values(), t2v, t2a):
         module.requires_grad_(False).eval()
-    return Generators(venc, aenc, text, t2v, t2a, sampler)
+    return Generators(venc, aenc, texts, t2v, t2a, sampler)
 
 
 @torch.no_grad()
 def probe_grids(recipe: Recipe, registries: Registries, venc: Any, aenc: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    clip = media_dataset(recipe, registries).media("val")[0]
+    """The latent grid shapes of one validation clip (checking the dataset's rates against the encoders')."""
+    from sava_core.cache import check_rates
+
+    items = media_dataset(recipe, registries).media("val")
+    if len(items) == 0:
+        raise SavaError("data: the 'val' split is empty; the generation stages need train, val and test clips")
+    check_rates(items, venc, aenc)
+    clip = items[0]
     return (tuple(venc.encode_grid(clip.video[None]).shape[1:]), tuple(aenc.encode_grid(clip.audio[None]).shape[1:]))
 
 
@@ -194,8 +234,9 @@ def encode_text(text: TextEncoder, prompts: list[str]) -> TextBatch:
 
 
 class Phi(nn.Module):
-    """phi: aligned latent (B, T, d) -> condition tokens (B, T, text_dim), with fixed sinusoidal
-    time embeddings so that cross-attention can tell the instants apart."""
+    """phi: aligned latent (B, T, d) -> condition tokens (B, T, text_dim) (``text_dim`` = the
+    backbone's ``condition_dim``), with fixed sinusoidal time embeddings so that cross-attention can
+    tell the instants apart."""
 
     def __init__(self, width: int, text_dim: int):
         super().__init__()
@@ -207,13 +248,18 @@ class Phi(nn.Module):
 
 
 class DiffusionObjective(nn.Module):
-    """Eq. 8: || eps - eps_theta(x_t, t, c) ||^2 with c = [text ; phi(extra)], dropping c (text and
-    extra together) with probability ``dropout`` so that classifier-free guidance works."""
+    """Eq. 8: || target - eps_theta(x_t, t, c) ||^2 with c = [text ; phi(extra)], dropping c (text and
+    extra together) with probability ``dropout`` so that classifier-free guidance works. The target
+    follows the backbone's ``prediction_type``: the noise (epsilon), the velocity
+    alpha_t * eps - sigma_t * x0 (v_prediction) or x0 (sample)."""
 
     def __init__(self, backbone: nn.Module, sampler: Any, dropout: float, phi: nn.Module | None = None):
         super().__init__()
         self.backbone, self.phi, self.dropout = backbone, phi, dropout
-        self.scheduler = sampler.train_scheduler()
+        self.scheduler = sampler.train_scheduler(backbone)
+        self.prediction_type = backbone.prediction_type
+        if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
+            raise SavaError(f"{type(backbone).__name__}: unknown prediction_type {self.prediction_type!r}")
 
     def forward(self, x0: Tensor, text: Tensor, mask: Tensor, null_text: Tensor, null_mask: Tensor,
                 extra: Tensor | None = None) -> dict[str, Tensor]:
@@ -228,4 +274,10 @@ class DiffusionObjective(nn.Module):
         if self.phi is not None and extra is not None:
             tokens = self.phi(extra)
             cond = Condition(text, mask, tokens, (~drop)[:, None].expand(-1, tokens.shape[1]))
-        return {"loss": (self.backbone(xt, t, cond) - noise).pow(2).mean()}
+        if self.prediction_type == "epsilon":
+            target = noise
+        elif self.prediction_type == "v_prediction":
+            target = self.scheduler.get_velocity(x0, noise, t)
+        else:
+            target = x0
+        return {"loss": (self.backbone(xt, t, cond).float() - target.float()).pow(2).mean()}

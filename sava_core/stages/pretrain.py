@@ -28,6 +28,7 @@ from sava_core.stages.generation import (
     media_dataset,
     pretrain_key,
     pretrained_dir,
+    uses_pretrain_stage,
     weights_dir,
 )
 from sava_core.stages.align import use_cpu
@@ -62,7 +63,12 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
     data = media_dataset(recipe, registries)
     train, val = load_media(data, "train"), load_media(data, "val")
     torch.manual_seed(recipe.seed)
-    venc, aenc, text_encoder = build_encoders(recipe, registries, weights=None)
+    if not uses_pretrain_stage(recipe, registries):
+        from sava_core.errors import SavaError
+
+        raise SavaError("stages: `pretrain` trains a synthetic world's encoders and backbones; the recipe's components "
+                        "load their own weights (pretrained / preset), so remove pretrain from stages")
+    venc, aenc, texts = build_encoders(recipe, registries, weights=None)
     sampler = registries["sampler"].build(recipe.model.sampler.name, recipe.model.sampler.params)
     aenc.fit_mel_statistics(train.audio)  # on the CPU, before Accelerate moves the encoders
     events = EventLog(cell_dir / "log.jsonl")
@@ -85,15 +91,14 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
     device = ae.device
     grids = {"video": encode_grids(venc, train.video), "audio": encode_grids(aenc, train.audio)}
     val_grids = {"video": encode_grids(venc, val.video), "audio": encode_grids(aenc, val.audio)}
-    text, val_text = encode_text(text_encoder, train.captions), encode_text(text_encoder, val.captions)
     t2v, t2a = build_backbones(recipe, registries, None, (tuple(grids["video"].shape[1:]), tuple(grids["audio"].shape[1:])),
-                               text_encoder.dim)
+                               (texts["video"].dim, texts["audio"].dim))
     metrics = {f"ae_{k}": v for k, v in ae_val.items()}
     for modality, backbone, train_cfg in (("video", t2v, cfg.video), ("audio", t2a, cfg.audio)):
         backbone.train()
         objective = DiffusionObjective(backbone, sampler, cfg.text_dropout)
         x, xv = grids[modality], val_grids[modality]
-        t, tv = text, val_text
+        t, tv = encode_text(texts[modality], train.captions), encode_text(texts[modality], val.captions)
         trainer = Trainer(objective, train_cfg, seed=recipe.seed + 1, checkpoint_dir=ckpt / f"t2{modality[0]}",
                           name=f"t2{modality[0]}", tracking_dir=cell_dir / "tracking", **common)
 
