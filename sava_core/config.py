@@ -162,6 +162,9 @@ class Recipe(StrictModel):
     seed: int = Field(0, description="the seed of a single run; set per cell from `seeds`")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     variants: dict[str, list[str]] = Field(default_factory=dict, description="name -> key=value overrides")
+    presets: dict[str, list[str]] = Field(
+        default_factory=dict, description="name -> key=value overrides applied when `preset` names it (e.g. tiny: a CPU smoke run)")
+    preset: str | None = Field(None, description="apply presets[preset] before the command line's overrides")
     sweep: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values (a grid)")
     report: ReportConfig = Field(default_factory=ReportConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -173,7 +176,7 @@ class Recipe(StrictModel):
         order = ["pretrain", "align", "finetune", "generate"]
         if [s for s in order if s in self.stages] != self.stages:
             raise ValueError(f"stages {self.stages} must be distinct and in the order {order}")
-        cascade = "generate" in self.stages and self.generate.mode != "two_stream"
+        cascade = "generate" in self.stages and self.generate.mode in ("cascade", "cascade_bidirectional")
         if ("finetune" in self.stages or cascade) and "align" not in self.stages:
             raise ValueError("finetune and a cascaded generate need the align stage of the same run: add align to stages")
         if cascade and "finetune" not in self.stages:

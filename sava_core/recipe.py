@@ -236,6 +236,25 @@ def with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "model": _deep_merge(ModelSection().model_dump(), model)}
 
 
+def apply_preset(data: dict[str, Any], overrides: list[str], source: str = "recipe") -> dict[str, Any]:
+    """If ``preset`` names one of the recipe's ``presets``, apply its overrides, then ``overrides``
+    again so that the command line wins (``sava run r.yaml preset=tiny data.params.n_train=8``)."""
+    name = data.get("preset")
+    if name is None:
+        return data
+    presets = data.get("presets") or {}
+    if not isinstance(presets, dict) or name not in presets:
+        raise RecipeError([Problem("preset", f"{name!r} is not one of this recipe's presets ({', '.join(presets) or 'none'})")],
+                          source=source)
+    changes = presets[name]
+    if not isinstance(changes, list) or not all(isinstance(o, str) for o in changes):
+        raise RecipeError([Problem(f"presets.{name}", "must be a list of 'key=value' overrides")], source=source)
+    bad = [o for o in changes if o.lstrip("~").split("=")[0].split(".")[0] in ("preset", "presets")]
+    if bad:
+        raise RecipeError([Problem(f"presets.{name}", f"a preset cannot change {', '.join(bad)}")], source=source)
+    return apply_overrides(apply_overrides(data, changes, where=f"presets.{name}"), overrides)
+
+
 def plan(path: str | Path, overrides: list[str] | None = None, registries: Registries | None = None) -> Plan:
     """Load, override, validate (every variant too) and expand a recipe; raise :class:`RecipeError`."""
     return plan_data(load_yaml(path), overrides, registries, source=str(path))
@@ -245,7 +264,7 @@ def plan_data(data: dict[str, Any], overrides: list[str] | None = None, registri
               source: str = "recipe") -> Plan:
     """:func:`plan` for a recipe already read into a mapping."""
     path = source
-    data = apply_overrides(with_defaults(data), overrides or [])
+    data = apply_preset(apply_overrides(with_defaults(data), overrides or []), overrides or [], source)
     registries = registries or get_registries()
     base, problems = check(data, registries)
     if base is None:

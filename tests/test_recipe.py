@@ -89,3 +89,14 @@ def test_a_variant_cannot_change_the_grid(tmp_path):
     recipe = write(tmp_path, {**BASE, "variants": {"more": ["seeds=[5]"], "ok": []}})
     with pytest.raises(RecipeError, match="a variant cannot change seeds"):
         plan(recipe)
+
+
+def test_a_preset_applies_its_overrides_and_the_command_line_still_wins(tmp_path):
+    recipe = write(tmp_path, {**BASE, "seeds": [0, 1, 2], "align": {"width": 64},
+                              "presets": {"tiny": ["seeds=[0]", "align.width=8", "align.train.steps=3"]}})
+    assert len(plan(recipe).cells) == 3  # no preset: the recipe as written
+    cells = plan(recipe, ["preset=tiny", "align.train.steps=5"]).cells
+    assert len(cells) == 1
+    assert cells[0].recipe.align.width == 8 and cells[0].recipe.align.train.steps == 5
+    with pytest.raises(RecipeError, match="'huge' is not one of this recipe's presets \\(tiny\\)"):
+        plan(recipe, ["preset=huge"])
