@@ -144,8 +144,8 @@ def _encode(clips: list[Clip], video_encoder: VideoEncoder, audio_encoder: Audio
         parts = [_encode([c], video_encoder, audio_encoder) for c in clips]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     outs = []
-    for encoder, tensor in ((video_encoder, torch.stack([c.video for c in clips])),
-                            (audio_encoder, torch.stack([c.audio for c in clips]))):
+    audio = to_encoder_rate(torch.stack([c.audio for c in clips]), clips[0].sample_rate, audio_encoder)
+    for encoder, tensor in ((video_encoder, torch.stack([c.video for c in clips])), (audio_encoder, audio)):
         param = next(encoder.parameters(), None)
         z = encoder.encode(tensor.to(param.device if param is not None else "cpu"))
         if z.ndim != 3 or z.shape[0] != len(clips):
@@ -154,8 +154,9 @@ def _encode(clips: list[Clip], video_encoder: VideoEncoder, audio_encoder: Audio
     return outs[0], outs[1]
 
 
-def check_rates(media: Any, video_encoder: VideoEncoder, audio_encoder: AudioEncoder) -> None:
-    """The dataset must decode at the rates the encoders expect (a SavaError names both)."""
+def check_rates(media: Any, video_encoder: VideoEncoder, audio_encoder: AudioEncoder | None = None) -> None:
+    """The dataset must decode video at the video encoder's frame rate, and audio at the audio
+    encoder's sample rate when one is given (a SavaError names both)."""
     spec = getattr(media, "spec", None)
     if spec is not None:
         fps, rate = spec.fps, spec.sample_rate
@@ -166,10 +167,20 @@ def check_rates(media: Any, video_encoder: VideoEncoder, audio_encoder: AudioEnc
     if not math.isclose(fps, video_encoder.frame_rate, rel_tol=1e-6):
         raise SavaError(f"the dataset decodes video at {fps} fps, the video encoder "
                         f"{type(video_encoder).__name__} expects {video_encoder.frame_rate} fps: set the dataset's fps")
-    if rate != audio_encoder.sample_rate:
+    if audio_encoder is not None and rate != audio_encoder.sample_rate:
         raise SavaError(f"the dataset decodes audio at {rate} Hz, the audio encoder "
                         f"{type(audio_encoder).__name__} expects {audio_encoder.sample_rate} Hz: "
                         "set the dataset's sample_rate")
+
+
+def to_encoder_rate(audio: Tensor, rate: int, encoder: AudioEncoder) -> Tensor:
+    """Audio (B, C, S) at ``rate`` Hz resampled to ``encoder.sample_rate`` with
+    :func:`torchaudio.functional.resample` (windowed sinc, its defaults); unchanged if equal."""
+    if rate == encoder.sample_rate:
+        return audio
+    import torchaudio
+
+    return torchaudio.functional.resample(audio, rate, encoder.sample_rate)
 
 
 def _progress() -> Any:
@@ -196,9 +207,10 @@ def encode_split(dataset: Dataset, split: str, video_encoder: VideoEncoder, audi
     must equal the dataset's decoding rates (a SavaError otherwise).
     """
     media = dataset.media(split)
-    check_rates(media, video_encoder, audio_encoder)
+    check_rates(media, video_encoder)
     material = {
         "version": CACHE_VERSION,
+        "resampler": "torchaudio.functional.resample",
         "split": split,
         "dataset": dataset_fingerprint(dataset, split),
         "video_encoder": encoder_fingerprint(video_encoder),

@@ -37,8 +37,12 @@ class ModelSection(StrictModel):
     mask: ComponentRef = component("mask", default=ComponentRef(name="mlp"))
     decoder: ComponentRef = component("decoder", default=ComponentRef(name="mlp"))
     projector: ComponentRef = component("projector", default=ComponentRef(name="mlp"))
-    video_encoder: ComponentRef | None = component("video_encoder", default=None)
-    audio_encoder: ComponentRef | None = component("audio_encoder", default=None)
+    video_encoder: ComponentRef | None = component("video_encoder", default=None, description="f_v: the video latents Stage I aligns")
+    audio_encoder: ComponentRef | None = component("audio_encoder", default=None, description="f_a: the audio latents Stage I aligns")
+    video_vae: ComponentRef | None = component(
+        "video_encoder", default=None, description="the latent space the video backbone denoises (encode_grid / decode_grid); default: video_encoder")
+    audio_vae: ComponentRef | None = component(
+        "audio_encoder", default=None, description="the latent space the audio backbone denoises, e.g. AudioLDM's mel VAE when f_a is CLAP; default: audio_encoder")
     text_encoder: ComponentRef | None = component("text_encoder", default=None)
     video_text_encoder: ComponentRef | None = component(
         "text_encoder", default=None, description="the video backbone's own text encoder (e.g. CogVideoX's T5); default: text_encoder")

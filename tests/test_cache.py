@@ -198,14 +198,18 @@ def test_media_failing_to_decode_is_skipped_and_listed(tmp_path, caplog):
     assert cache_info(root)[0]["skipped"] == 1
 
 
-def test_encoders_must_match_the_decoding_rates(manifest, tmp_path):
+def test_video_must_match_the_frame_rate_and_audio_is_resampled_to_the_encoders_rate(manifest, tmp_path):
     ds = folder(manifest, tmp_path)
     with pytest.raises(SavaError, match="4.0 fps"):
         encode_split(ds, "train", TinyVideoEncoder(TinyParams(), frame_rate=4.0), TinyAudioEncoder(TinyParams()),
                      cache_root=tmp_path)
-    with pytest.raises(SavaError, match="16000 Hz"):
-        encode_split(ds, "train", TinyVideoEncoder(TinyParams()), TinyAudioEncoder(TinyParams(), sample_rate=16000),
-                     cache_root=tmp_path)
+    at_8k = encode_split(ds, "train", TinyVideoEncoder(TinyParams()), TinyAudioEncoder(TinyParams()), cache_root=tmp_path)
+    at_16k = encode_split(ds, "train", TinyVideoEncoder(TinyParams()), TinyAudioEncoder(TinyParams(), sample_rate=16000),
+                          cache_root=tmp_path)
+    # 1 s segments: 8 windows of 1000 samples at 8 kHz, 16 at 16 kHz, interpolated to the video's 8 steps
+    assert at_8k.audio.shape == at_16k.audio.shape
+    rms_8k, rms_16k = at_8k.audio[..., 1], at_16k.audio[..., 1]
+    assert torch.allclose(rms_8k, rms_16k, atol=0.05)  # the same tones, resampled: the same loudness
 
 
 def test_cache_info_and_clear_from_the_command_line(tmp_path):

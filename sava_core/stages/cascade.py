@@ -31,7 +31,7 @@ from sava_core.contracts import Condition
 from sava_core.io import atomic_write_json
 from sava_core.metrics import frechet_distance, gaussian_stats
 from sava_core.registry import Registries
-from sava_core.stages.finetune import load_conditioned, load_stage1, stage1_sequences
+from sava_core.stages.finetune import load_conditioned, load_stage1, stage1_sequences, video_sequence
 from sava_core.stages.generation import (
     Generators,
     TextBatch,
@@ -92,7 +92,7 @@ def generate(gen: Generators, recipe: Recipe, parts: CascadeParts, prompts: list
     if mode == "two_stream":
         audio_grid = gen.sampler.sample(gen.t2a, *_conditions(audio_text), n, g)
     else:
-        seq_v = gen.video_encoder.grid_to_sequence(video_grid)
+        seq_v = video_sequence(gen, video_grid)
         cond, uncond = _conditions(audio_text, parts.tv2a.phi(parts.projector(seq_v)))
         audio_grid = gen.sampler.sample(parts.tv2a.backbone, cond, uncond, n, g)
         if mode == "cascade_bidirectional":
@@ -104,8 +104,8 @@ def generate(gen: Generators, recipe: Recipe, parts: CascadeParts, prompts: list
             video_grid = gen.sampler.sample(parts.ta2v.backbone, cond, uncond, n, g)
     timings["second" if mode == "two_stream" else ("ta2v" if mode == "cascade_bidirectional" else "tv2a")] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    video = gen.video_encoder.decode_grid(video_grid).clamp(0, 1)
-    audio = gen.audio_encoder.decode_grid(audio_grid)
+    video = gen.video_vae.decode_grid(video_grid).clamp(0, 1)
+    audio = gen.audio_vae.decode_grid(audio_grid)
     timings["decode"] = time.perf_counter() - t0
     return {"video_grid": video_grid, "audio_grid": audio_grid, "video": video, "audio": audio, "timings": timings}
 
@@ -210,8 +210,8 @@ def _frechet(gen: Generators, data: Any, video_grid: Tensor, audio_grid: Tensor)
     """Fréchet distances between time-pooled encoder latents of generated and test clips."""
     test = load_media(data, "test", 256)
     out = {}
-    for name, enc, generated, reference in (("video", gen.video_encoder, video_grid, test.video),
-                                            ("audio", gen.audio_encoder, audio_grid, test.audio)):
+    for name, enc, generated, reference in (("video", gen.video_vae, video_grid, test.video),
+                                            ("audio", gen.audio_vae, audio_grid, test.audio)):
         ref = torch.cat([enc.encode(reference[i : i + 64]) for i in range(0, len(reference), 64)]).mean(1)
         fake = enc.grid_to_sequence(generated).mean(1)
         if len(fake) < 2:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -103,9 +104,10 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
     gen = build_generators(recipe, registries, recorded_weights(cell_dir, recipe, required=uses_pretrain_stage(recipe, registries)))
     data = media_dataset(recipe, registries)
     train, val = load_media(data, "train"), load_media(data, "val")
-    grids = {"video": encode_grids(gen.video_encoder, train.video), "audio": encode_grids(gen.audio_encoder, train.audio)}
-    val_grids = {"video": encode_grids(gen.video_encoder, val.video), "audio": encode_grids(gen.audio_encoder, val.audio)}
-    seq, val_seq = stage1_sequences(gen, grids["video"], grids["audio"]), stage1_sequences(gen, val_grids["video"], val_grids["audio"])
+    grids = {"video": encode_grids(gen.video_vae, train.video), "audio": encode_grids(gen.audio_vae, train.audio)}
+    val_grids = {"video": encode_grids(gen.video_vae, val.video), "audio": encode_grids(gen.audio_vae, val.audio)}
+    seq = stage1_sequences(gen, grids["video"], grids["audio"], train.video, train.audio)
+    val_seq = stage1_sequences(gen, val_grids["video"], val_grids["audio"], val.video, val.audio)
     model, projector = load_stage1(recipe, cell_dir, registries, seq["video"].shape[-1], seq["audio"].shape[-1])
     with torch.no_grad():
         out, val_out = model(seq["video"], seq["audio"]), model(val_seq["video"], val_seq["audio"])
@@ -144,10 +146,32 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
     return metrics
 
 
-def stage1_sequences(gen: Generators, video_grid: Tensor, audio_grid: Tensor) -> dict[str, Tensor]:
-    """The Stage I inputs of latent grids: time-first sequences, the audio's interpolated to the
-    video's number of time steps (as the latent cache does for the align stage)."""
+def stage1_sequences(gen: Generators, video_grid: Tensor, audio_grid: Tensor,
+                     video: Tensor | None = None, audio: Tensor | None = None) -> dict[str, Tensor]:
+    """The Stage I inputs (f_v, f_a latent sequences) of clips given as VAE grids, and as media when
+    known (else decoded from the grids when f is not the VAE); the audio sequence is interpolated to
+    the video's number of time steps (as the latent cache does for the align stage)."""
     from sava_core.cache import align_time
 
-    video = gen.video_encoder.grid_to_sequence(video_grid)
-    return {"video": video, "audio": align_time(gen.audio_encoder.grid_to_sequence(audio_grid), video.shape[1])}
+    v = _sequence(gen.video_encoder, gen.video_vae, video_grid, video)
+    a = _sequence(gen.audio_encoder, gen.audio_vae, audio_grid, audio, rate=gen.audio_vae.sample_rate)
+    return {"video": v, "audio": align_time(a, v.shape[1])}
+
+
+def video_sequence(gen: Generators, video_grid: Tensor) -> Tensor:
+    """f_v's latent sequence (B, T, Dv) of generated video grids (P_theta's input at Stage III)."""
+    return _sequence(gen.video_encoder, gen.video_vae, video_grid, None)
+
+
+def _sequence(encoder: Any, vae: Any, grid: Tensor, media: Tensor | None, rate: int | None = None) -> Tensor:
+    """f's sequence of clips given as ``vae`` grids (and as media when known; audio at ``rate`` Hz,
+    the VAE's, resampled to f's)."""
+    from sava_core.cache import to_encoder_rate
+
+    if encoder is vae:
+        return encoder.grid_to_sequence(grid)
+    if media is None:
+        media = vae.decode_grid(grid)
+    if rate is not None:
+        media = to_encoder_rate(media, rate, encoder)
+    return torch.cat([encoder.encode(media[i : i + 16]) for i in range(0, len(media), 16)])

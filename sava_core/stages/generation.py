@@ -6,6 +6,12 @@ what Stage I aligns; encoders used here provide ``encode_grid``, ``decode_grid``
 ``grid_to_sequence`` (see the contracts). When the audio sequence has another number of time steps
 than the video's, Stage I sees it linearly interpolated to the video's (:func:`sava_core.cache.align_time`).
 
+Encoders: ``model.video_encoder`` / ``model.audio_encoder`` are f_v / f_a, whose latents Stage I
+aligns; ``model.video_vae`` / ``model.audio_vae`` are the latent spaces the backbones denoise
+(default: the same components). The paper pairs them like this for audio: f_a is CLAP, the backbone
+denoises in AudioLDM's mel VAE. When f is not the VAE, its latents of generated media are computed
+from the decoded media.
+
 Each backbone is conditioned by its own text encoder (``model.video_text_encoder`` /
 ``model.audio_text_encoder``, e.g. CogVideoX's T5 and AudioLDM's CLAP) or by the shared
 ``model.text_encoder``.
@@ -93,8 +99,9 @@ def pretrained_dir(recipe: Recipe) -> Path | None:
 def uses_pretrain_stage(recipe: Recipe, registries: Registries) -> bool:
     """Whether any of the recipe's encoders or backbones is trained by the ``pretrain`` stage (a
     synthetic world's components) rather than loading its own weights."""
-    refs = [getattr(recipe.model, slot) for slot in WEIGHT_FILES]
-    kinds = ["video_encoder", "audio_encoder", "backbone", "backbone"]
+    slots = [*WEIGHT_FILES, "video_vae", "audio_vae"]
+    refs = [getattr(recipe.model, slot) for slot in slots]
+    kinds = ["video_encoder", "audio_encoder", "backbone", "backbone", "video_encoder", "audio_encoder"]
     return any(ref is not None and getattr(registries[kind].get(ref.name).load(), "pretrain_stage", False)
                for kind, ref in zip(kinds, refs))
 
@@ -121,8 +128,10 @@ class Generators:
     """The frozen generative side of a recipe: encoders/decoders, the text encoder of each backbone,
     T2V, T2A and the sampler."""
 
-    video_encoder: Any
-    audio_encoder: Any
+    video_encoder: Any  # f_v
+    audio_encoder: Any  # f_a
+    video_vae: Any  # what T2V denoises in (often f_v itself)
+    audio_vae: Any  # what T2A denoises in (often f_a itself)
     text_encoders: dict[str, TextEncoder]  # "video" / "audio" -> the encoder conditioning that backbone
     t2v: Any
     t2a: Any
@@ -158,25 +167,31 @@ def build_backbones(recipe: Recipe, registries: Registries, weights: Path | None
 def build_generators(recipe: Recipe, registries: Registries, weights: Path | None) -> Generators:
     """Every generative component, loading ``weights`` (a pretrain directory) if given, frozen."""
     venc, aenc, texts = build_encoders(recipe, registries, weights)
-    t2v, t2a = build_backbones(recipe, registries, weights, probe_grids(recipe, registries, venc, aenc),
+    m = recipe.model
+    vvae = venc if m.video_vae in (None, m.video_encoder) else _build(registries, "video_encoder", m.video_vae, weights, "")
+    avae = aenc if m.audio_vae in (None, m.audio_encoder) else _build(registries, "audio_encoder", m.audio_vae, weights, "")
+    t2v, t2a = build_backbones(recipe, registries, weights, probe_grids(recipe, registries, (venc, aenc, vvae, avae)),
                                (texts["video"].dim, texts["audio"].dim))
     sampler = registries["sampler"].build(recipe.model.sampler.name, recipe.model.sampler.params)
-    for module in (venc, aenc, *texts.values(), t2v, t2a):
+    for module in (venc, aenc, vvae, avae, *texts.values(), t2v, t2a):
         module.requires_grad_(False).eval()
-    return Generators(venc, aenc, texts, t2v, t2a, sampler)
+    return Generators(venc, aenc, vvae, avae, texts, t2v, t2a, sampler)
 
 
 @torch.no_grad()
-def probe_grids(recipe: Recipe, registries: Registries, venc: Any, aenc: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The latent grid shapes of one validation clip (checking the dataset's rates against the encoders')."""
+def probe_grids(recipe: Recipe, registries: Registries, encoders: tuple[Any, Any, Any, Any]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The latent grid shapes of one validation clip under the VAEs, checking the dataset's rates
+    against every encoder's. ``encoders``: (f_v, f_a, video VAE, audio VAE)."""
     from sava_core.cache import check_rates
 
+    venc, aenc, vvae, avae = encoders
     items = media_dataset(recipe, registries).media("val")
     if len(items) == 0:
         raise SavaError("data: the 'val' split is empty; the generation stages need train, val and test clips")
-    check_rates(items, venc, aenc)
+    check_rates(items, venc)  # f_a gets audio resampled to its rate; the VAEs' rates are those of the outputs
+    check_rates(items, vvae, avae)
     clip = items[0]
-    return (tuple(venc.encode_grid(clip.video[None]).shape[1:]), tuple(aenc.encode_grid(clip.audio[None]).shape[1:]))
+    return (tuple(vvae.encode_grid(clip.video[None]).shape[1:]), tuple(avae.encode_grid(clip.audio[None]).shape[1:]))
 
 
 def media_dataset(recipe: Recipe, registries: Registries) -> Any:
