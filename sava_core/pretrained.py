@@ -46,10 +46,12 @@ def looks_like_path(value: str) -> bool:
     return Path(value).expanduser().exists() or value.startswith(("/", "~", "./", "../")) or value.startswith(".")
 
 
-def locate(pretrained: str, setting: str, *, must_contain: str | None = None) -> str:
+def locate(pretrained: str, setting: str, *, must_contain: str | None = None,
+           allow_patterns: list[str] | None = None) -> str:
     """A local directory (or file) for ``pretrained``: the path itself, or a hub id resolved through the
     local hub cache first, then one short-timeout download. ``setting`` names the recipe key (for
-    example ``model.video_backbone.params.pretrained``) in every error message."""
+    example ``model.video_backbone.params.pretrained``) in every error message. ``allow_patterns``
+    limits a hub download to the files a component needs (globs, as in ``snapshot_download``)."""
     if looks_like_path(pretrained):
         path = Path(pretrained).expanduser()
         if not path.exists():
@@ -59,17 +61,17 @@ def locate(pretrained: str, setting: str, *, must_contain: str | None = None) ->
             raise SavaError(f"{setting}: {path} has no {must_contain}; point it at the model's root directory "
                             "(the one with model_index.json or config.json)")
         return str(path)
-    return _from_hub(pretrained, setting)
+    return _from_hub(pretrained, setting, allow_patterns)
 
 
-def _from_hub(repo_id: str, setting: str) -> str:
+def _from_hub(repo_id: str, setting: str, allow_patterns: list[str] | None = None) -> str:
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError
 
     try:
-        return snapshot_download(repo_id, local_files_only=True)
+        return snapshot_download(repo_id, local_files_only=True, allow_patterns=allow_patterns)
     except HFValidationError:
         raise SavaError(f"{setting}: {repo_id!r} is neither an existing local path nor a valid hub id") from None
     except Exception:  # noqa: BLE001 - not in the local cache: try the network once, below
@@ -78,7 +80,7 @@ def _from_hub(repo_id: str, setting: str) -> str:
         raise SavaError(f"{setting}: hub id {repo_id!r} is not in the local hub cache and HF_HUB_OFFLINE is set; "
                         "download it on a machine with access and set this to the local directory")
     try:
-        return snapshot_download(repo_id)
+        return snapshot_download(repo_id, allow_patterns=allow_patterns)
     except Exception as exc:  # noqa: BLE001 - any network or auth failure ends with the same advice
         raise SavaError(f"{setting}: could not fetch hub id {repo_id!r} ({type(exc).__name__}); with no access to "
                         "the hub, download it elsewhere and set this to the local directory") from None

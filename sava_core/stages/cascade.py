@@ -123,7 +123,7 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
     clip = data.media("test")[0]
     metrics: dict[str, float] = {}
     if cfg.mode == "joint":
-        video, audio, timings = _generate_joint(recipe, registries, prompts, clip.sample_rate)
+        video, audio, timings = _generate_joint(recipe, registries, prompts, clip.sample_rate, clip.audio.shape[0])
     else:
         gen = build_generators(recipe, registries, recorded_weights(cell_dir, recipe, required=uses_pretrain_stage(recipe, registries)))
         parts = load_parts(gen, recipe, cell_dir, registries)
@@ -142,9 +142,11 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
 
 
 @torch.no_grad()
-def _generate_joint(recipe: Recipe, registries: Registries, prompts: list[str], sample_rate: int) -> tuple[Tensor, Tensor, dict[str, float]]:
+def _generate_joint(recipe: Recipe, registries: Registries, prompts: list[str], sample_rate: int,
+                    channels: int) -> tuple[Tensor, Tensor, dict[str, float]]:
     """``generate.mode: joint``: both streams from ``model.joint_generator`` (e.g. LTX-2), audio
-    resampled to the dataset's rate; the video must come at the dataset's frame rate."""
+    resampled to the dataset's rate and downmixed to mono if the dataset is mono; the video must come
+    at the dataset's frame rate."""
     from sava_core.errors import SavaError
 
     ref = recipe.model.joint_generator
@@ -167,6 +169,8 @@ def _generate_joint(recipe: Recipe, registries: Registries, prompts: list[str], 
         audios.append(audio.float().cpu())
     seconds = time.perf_counter() - t0
     audio = torch.cat(audios)
+    if channels == 1 and audio.shape[1] > 1:
+        audio = audio.mean(1, keepdim=True)
     if model.sample_rate != sample_rate:
         import torchaudio
 
