@@ -133,6 +133,10 @@ class GenerateConfig(StrictModel):
     save_media: int = Field(4, ge=0, description="samples written as mp4 + wav + figure")
     sensitivity: bool = Field(False, description="appendix E: also generate prompt pairs that change one non-audible "
                                                  "or one audible attribute under the same seeds and report how much the audio changes")
+    metrics: list[str] = Field(default_factory=list, description="metric specs as for `sava eval -m` (e.g. 'fad "
+                               "extractor_params.checkpoint=/w/vggish.pth'), run on every generated clip")
+    reference: str | None = Field(None, description="reference clips (folder or manifest) or statistics saved by "
+                                                    "`sava eval --save-stats`, for the metrics that compare")
 
 
 class TrackingConfig(StrictModel):

@@ -29,6 +29,7 @@ TINY_T2AV = [
     "generate.prompts=3", "generate.batch_size=3", "generate.save_media=2", "model.sampler.params.steps=3",
     "model.video_backbone.params.block_out_channels=[32, 32]",
     "report.plot=false", "tracking.backend=none", "generate.sensitivity=true",
+    "generate.metrics=['clap_score extractor_params.preset=tiny', 'avhscore extractor_params.preset=tiny']",
     "variants={two_stream: [generate.mode=two_stream], cascade: [], bidirectional: [generate.mode=cascade_bidirectional]}",
 ]
 MODES = ("two_stream", "cascade", "bidirectional")
@@ -59,7 +60,11 @@ def test_each_mode_writes_aligned_clips_of_the_requested_length(t2av_run, mode):
     assert abs(video.shape[0] / fps - audio.shape[-1] / rate) <= 1 / fps
     metrics = json.loads((samples.parent / "metrics.json").read_text())
     assert {"sync_error_ms", "event_f1", "class_consistency", "video_class_acc", "audio_class_acc", "count_acc",
-            "fd_video_ae", "fd_audio_ae", "audio_change_non_audible", "audio_change_audible"} <= set(metrics)
+            "fd_video_ae", "fd_audio_ae", "audio_change_non_audible", "audio_change_audible",
+            "clap_score", "avhscore"} <= set(metrics)
+    evaluated = json.loads((samples.parent / "eval" / "results.json").read_text())
+    assert [s["label"] for s in evaluated["scores"]] == ["clap_score", "avhscore"]
+    assert all(s["protocol"]["n_generated"] == 3 for s in evaluated["scores"])  # every clip, not only the saved ones
 
 
 def test_stage2_trains_only_lora_and_phi(t2av_run):

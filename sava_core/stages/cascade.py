@@ -28,7 +28,7 @@ from torch import Tensor
 
 from sava_core.config import Recipe
 from sava_core.contracts import Condition
-from sava_core.io import atomic_write_json
+from sava_core.io import atomic_write_json, atomic_write_text
 from sava_core.metrics import frechet_distance, gaussian_stats
 from sava_core.registry import Registries
 from sava_core.stages.finetune import load_conditioned, load_stage1, stage1_sequences, video_sequence
@@ -138,7 +138,25 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
     metrics |= {f"seconds_per_clip_{k}": v / len(prompts) for k, v in timings.items()}
     _save_samples(cell_dir / "samples", prompts, video, audio, clip.fps, clip.sample_rate, cfg.save_media)
     atomic_write_json(cell_dir / "samples" / "prompts.json", [{"index": i, "prompt": p} for i, p in enumerate(prompts)])
+    if cfg.metrics:
+        metrics |= _evaluate(cell_dir, prompts, video, audio, clip.fps, clip.sample_rate, cfg)
     return metrics
+
+
+def _evaluate(cell_dir: Path, prompts: list[str], video: Tensor, audio: Tensor, fps: float, sample_rate: int,
+              cfg: Any) -> dict[str, float]:
+    """``generate.metrics`` on every generated clip (written to ``eval/clips`` as mp4 + caption), as
+    ``sava eval`` would compute them; the full document goes to ``eval/results.json``."""
+    from sava_core.evaluation import evaluate
+    from sava_core.media_io import write_mp4
+
+    folder = cell_dir / "eval" / "clips"
+    for i, prompt in enumerate(prompts):
+        write_mp4(folder / f"clip-{i:05d}.mp4", video[i], fps, audio[i], sample_rate)
+        atomic_write_text(folder / f"clip-{i:05d}.txt", prompt)
+    result = evaluate(folder, cfg.metrics, reference=cfg.reference, out=cell_dir / "eval" / "results.json")
+    return {f"{s['label']}_{key}" if key != s["label"] else key: float(v)
+            for s in result.scores for key, v in s["values"].items()}
 
 
 @torch.no_grad()
