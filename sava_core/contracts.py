@@ -92,7 +92,8 @@ class AudioEncoder(nn.Module, Component, ABC):
 
 @dataclass
 class TextEmbedding:
-    """f_t output: ``tokens`` (B, N, D), ``mask`` (B, N) bool (True = real token), ``pooled`` (B, D)."""
+    """f_t output: ``tokens`` (B, N, D), ``mask`` (B, N) bool (True = real token), ``pooled`` (B, D_pooled)
+    (D_pooled = D unless the encoder says otherwise, e.g. CLAP's projection width)."""
 
     tokens: Tensor
     mask: Tensor

@@ -96,14 +96,18 @@ def pretrained_dir(recipe: Recipe) -> Path | None:
     return None
 
 
+def pretrain_stage_slots(recipe: Recipe, registries: Registries) -> dict[str, bool]:
+    """For each encoder / backbone slot the recipe sets: is its component trained by the ``pretrain``
+    stage (a synthetic world's) rather than loading its own weights?"""
+    kinds = {"video_encoder": "video_encoder", "audio_encoder": "audio_encoder", "video_backbone": "backbone",
+             "audio_backbone": "backbone", "video_vae": "video_encoder", "audio_vae": "audio_encoder"}
+    return {slot: bool(getattr(registries[kind].get(ref.name).load(), "pretrain_stage", False))
+            for slot, kind in kinds.items() if (ref := getattr(recipe.model, slot)) is not None}
+
+
 def uses_pretrain_stage(recipe: Recipe, registries: Registries) -> bool:
-    """Whether any of the recipe's encoders or backbones is trained by the ``pretrain`` stage (a
-    synthetic world's components) rather than loading its own weights."""
-    slots = [*WEIGHT_FILES, "video_vae", "audio_vae"]
-    refs = [getattr(recipe.model, slot) for slot in slots]
-    kinds = ["video_encoder", "audio_encoder", "backbone", "backbone", "video_encoder", "audio_encoder"]
-    return any(ref is not None and getattr(registries[kind].get(ref.name).load(), "pretrain_stage", False)
-               for kind, ref in zip(kinds, refs))
+    """Whether any of the recipe's encoders or backbones gets its weights from the ``pretrain`` stage."""
+    return any(pretrain_stage_slots(recipe, registries).values())
 
 
 def _build(registries: Registries, kind: str, ref: ComponentRef, weights: Path | None, file: str, **runtime: Any) -> Any:

@@ -27,8 +27,8 @@ from sava_core.stages.generation import (
     load_media,
     media_dataset,
     pretrain_key,
+    pretrain_stage_slots,
     pretrained_dir,
-    uses_pretrain_stage,
     weights_dir,
 )
 from sava_core.stages.align import use_cpu
@@ -63,11 +63,14 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
     data = media_dataset(recipe, registries)
     train, val = load_media(data, "train"), load_media(data, "val")
     torch.manual_seed(recipe.seed)
-    if not uses_pretrain_stage(recipe, registries):
+    slots = pretrain_stage_slots(recipe, registries)
+    if not all(slots.get(s, False) for s in WEIGHT_FILES):
         from sava_core.errors import SavaError
 
-        raise SavaError("stages: `pretrain` trains a synthetic world's encoders and backbones; the recipe's components "
-                        "load their own weights (pretrained / preset), so remove pretrain from stages")
+        own = [f"model.{s}" for s in WEIGHT_FILES if not slots.get(s, False)]
+        raise SavaError(f"stages: `pretrain` trains a synthetic world's encoders and both backbones, but {', '.join(own)} "
+                        "load their own weights (pretrained / preset); remove pretrain from stages, and for a mixed "
+                        "recipe pretrain the synthetic side with its own recipe and set pretrain.weights to its directory")
     venc, aenc, texts = build_encoders(recipe, registries, weights=None)
     sampler = registries["sampler"].build(recipe.model.sampler.name, recipe.model.sampler.params)
     aenc.fit_mel_statistics(train.audio)  # on the CPU, before Accelerate moves the encoders
