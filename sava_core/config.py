@@ -22,6 +22,26 @@ def component(kind: str, **kwargs: Any) -> Any:
     return Field(json_schema_extra={"kind": kind}, **kwargs)
 
 
+class WeightsParams(StrictModel):
+    """Where a real component's weights come from (the base of real plug-ins' parameters):
+    ``pretrained`` (a hub id, fetched only because the user wrote it, or a local directory) or
+    ``preset: tiny`` (the same upstream classes from a small config with random weights under seed 0,
+    offline; for tests and CPU smoke runs). Exactly one of the two."""
+
+    pretrained: str | None = Field(
+        None, description="hub id (downloaded once, then read from the hub cache) or local directory of the weights")
+    preset: Literal["tiny"] | None = Field(
+        None, description="tiny: same classes from a small config with random weights (seed 0), for tests and smoke runs")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="dtype of the weights and of the computation (inputs and outputs stay float32)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WeightsParams:
+        if (self.pretrained is None) == (self.preset is None):
+            raise ValueError("set exactly one of `pretrained` (a hub id or local directory) and `preset: tiny`")
+        return self
+
+
 class ComponentRef(StrictModel):
     """A registered component by short name, with its own parameters (validated in pass 2)."""
 

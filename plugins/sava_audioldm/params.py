@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from sava_clap.params import WeightsParams
+from sava_core.config import WeightsParams
 
 
 class AudioLDMVAEParams(WeightsParams):

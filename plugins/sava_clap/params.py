@@ -6,25 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from sava_core.config import StrictModel
-
-
-class WeightsParams(StrictModel):
-    """Where a real component's weights come from: ``pretrained`` (a hub id or a local directory) or
-    ``preset: tiny`` (the same upstream classes from a small config, random weights under seed 0,
-    offline). Exactly one of the two."""
-
-    pretrained: str | None = Field(
-        None, description="hub id (downloaded once, then read from the hub cache) or local directory of the weights")
-    preset: Literal["tiny"] | None = Field(
-        None, description="tiny: same classes from a small config with random weights (seed 0), for tests and smoke runs")
-    dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="dtype of the weights")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> WeightsParams:
-        if (self.pretrained is None) == (self.preset is None):
-            raise ValueError("set exactly one of `pretrained` (a hub id or local directory) and `preset: tiny`")
-        return self
+from sava_core.config import WeightsParams
 
 
 class ClapTextParams(WeightsParams):

@@ -10,29 +10,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from sava_core.config import StrictModel
-
-Dtype = Literal["float32", "float16", "bfloat16"]
+from sava_core.config import WeightsParams
 
 
-class _Weights(StrictModel):
-    """Where the weights come from: exactly one of ``pretrained`` and ``preset``."""
-
-    pretrained: str | None = Field(
-        None, description="hub id (e.g. Lightricks/LTX-2) or local LTX2Pipeline directory (with model_index.json)")
-    preset: Literal["tiny"] | None = Field(None, description="tiny: small random-weight build of the same classes (tests)")
-    dtype: Dtype = Field("float32", description="weights and compute dtype (the released model runs in bfloat16)")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> _Weights:
-        if (self.pretrained is None) == (self.preset is None):
-            raise ValueError("set exactly one of pretrained (hub id or local pipeline directory) and preset (tiny)")
-        return self
-
-
-class LTX2Params(_Weights):
+class LTX2Params(WeightsParams):
     """The joint generator: ``LTX2Pipeline`` called once per batch of prompts.
 
     Sizes left unset take the model's defaults: 121 frames of 512 x 768 (``preset: tiny``: 9 frames
@@ -68,7 +51,7 @@ class LTX2Params(_Weights):
     vae_slicing: bool = Field(False, description="decode one clip of the batch at a time (video and audio VAEs)")
 
 
-class LTX2VideoVAEParams(_Weights):
+class LTX2VideoVAEParams(WeightsParams):
     """LTX-2's video VAE as a frozen encoder: frames -> latent grid (B, C, F', H/32, W/32), F' = (F - 1)/8 + 1.
 
     Latents are normalised with the VAE's per-channel statistics (the space LTX-2's transformer
@@ -82,7 +65,7 @@ class LTX2VideoVAEParams(_Weights):
     vae_slicing: bool = Field(False, description="encode and decode one clip of the batch at a time")
 
 
-class LTX2AudioVAEParams(_Weights):
+class LTX2AudioVAEParams(WeightsParams):
     """LTX-2's audio VAE (+ vocoder) as a frozen encoder: waveform -> log-mel -> latent grid
     (B, C, T', mel_bins/4), about 25 latent steps per second.
 

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from sava_core.components.params import DiffusionSamplerParams
 from sava_core.contracts import Backbone, Condition, Sampler
+from sava_core.errors import SavaError
 
 
 class DiffusersSampler(Sampler):
@@ -29,17 +30,31 @@ class DiffusersSampler(Sampler):
         return {"num_train_timesteps": p.num_train_timesteps, "beta_schedule": p.beta_schedule,
                 "prediction_type": backbone.prediction_type}
 
+    @staticmethod
+    def _own_class(config: dict):  # type: ignore[no-untyped-def]
+        """A backbone's own scheduler class where the generic ones would change its schedule:
+        CogVideoX shifts alphas_cumprod by ``snr_shift_scale``, which DDIM / DDPM ignore."""
+        from diffusers import CogVideoXDDIMScheduler
+
+        return CogVideoXDDIMScheduler if str(config.get("_class_name", "")).startswith("CogVideoX") else None
+
     def train_scheduler(self, backbone: Backbone):  # type: ignore[no-untyped-def]
-        """The DDPM forward process used to noise training latents (``add_noise``, ``get_velocity``)."""
+        """The forward process used to noise training latents (``add_noise``, ``get_velocity``)."""
         from diffusers import DDPMScheduler
 
-        return DDPMScheduler.from_config(self._config(backbone))
+        config = self._config(backbone)
+        return (self._own_class(config) or DDPMScheduler).from_config(config)
 
     def scheduler(self, backbone: Backbone):  # type: ignore[no-untyped-def]
         from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
         cls = {"ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler, "ddpm": DDPMScheduler}[self.params.scheduler]
-        return cls.from_config(self._config(backbone))
+        config = self._config(backbone)
+        own = self._own_class(config)
+        if own is not None and self.params.scheduler != "ddim":
+            raise SavaError(f"model.sampler.params.scheduler: {type(backbone).__name__} samples with {own.__name__} "
+                            "(its noise schedule); set scheduler: ddim")
+        return (own or cls).from_config(config)
 
     @torch.no_grad()
     def sample(self, backbone: Backbone, condition: Condition, uncond: Condition, batch_size: int,
