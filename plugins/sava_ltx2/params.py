@@ -8,8 +8,6 @@ classes from small configs with random weights, offline.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
 from sava_core.config import WeightsParams
