@@ -70,21 +70,30 @@ class I3DParams(ExtractorParams):
 
 
 class ImageBindParams(ExtractorParams):
-    """ImageBind (Girdhar et al. 2023) towers as AVHScore uses them (JavisBench). Only ``preset: tiny``
-    exists so far: see :mod:`sava_metrics.imagebind`."""
+    """ImageBind-Huge towers (Girdhar et al. 2023; CC-BY-NC 4.0) as JavisBench's AVHScore uses them:
+    ``checkpoint`` is the local ``imagebind_huge.pth``. See :mod:`sava_metrics.imagebind`."""
 
     tower: Literal["vision", "audio"] = Field("vision", description="vision: one row per frame; audio: one row per clip")
     size: int = Field(224, ge=8, description="vision: resize the short side (bicubic) and centre-crop to this")
 
 
 class CAVPParams(ExtractorParams):
-    """Diff-Foley's CAVP (Luo et al. 2023) as CAVP similarity uses it. Only ``preset: tiny`` exists so
-    far: see :mod:`sava_metrics.cavp`."""
+    """Diff-Foley's CAVP (Luo et al. 2023) as CAVP similarity uses it: ``checkpoint`` is the local
+    ``cavp_epoch66.ckpt``; 4 embedding steps per second. See :mod:`sava_metrics.cavp`."""
 
     tower: Literal["video", "audio"] = Field("video", description="which per-step embedding this extractor returns")
-    fps: float = Field(4.0, gt=0, description="video frames per second (and embedding steps per second)")
     clip_seconds: float | None = Field(None, gt=0, description="crop (from the start) or pad each clip; None: as is")
     size: int = Field(224, ge=8, description="bilinear square resize in pixels")
+    chunk_frames: int = Field(40, ge=1, description="video: frames per pass of the 3-D network (JavisBench: 40)")
+
+
+class PaSSTParams(ExtractorParams):
+    """PaSST-S (Koutini et al. 2022) through the optional hear21passt package: 32 kHz mono, 10 s,
+    768-d embedding and 527 AudioSet logits. ``checkpoint``: the local passt-s-f128-p16-s10-ap.476-swa.pt."""
+
+    clip_seconds: float | None = Field(None, gt=0, le=10, description="crop (from the start) or zero-pad each clip to "
+                                       "this first (av-benchmark: 8); every clip is then zero-padded or cropped to "
+                                       "the model's 10 s window")
 
 
 # ------------------------------------------------------------------------------------------ metrics

@@ -10,8 +10,9 @@ _EXTRACTORS = (
     ("panns_cnn14", "panns:PANNsCnn14", "PANNsParams", "PANNs Cnn14 16 kHz: 2048-d embedding + 527 AudioSet logits (FD, KL, ISc)"),
     ("clap", "clap:CLAP", "CLAPParams", "LAION CLAP audio or text embeddings via transformers (FAD-CLAP, CLAP score)"),
     ("i3d", "i3d:I3D", "I3DParams", "Inception-I3D Kinetics-400 logits of 16 frames (FVD)"),
-    ("imagebind", "imagebind:ImageBind", "ImageBindParams", "ImageBind vision/audio towers (AVHScore); tiny stand-in only so far"),
-    ("cavp", "cavp:CAVP", "CAVPParams", "Diff-Foley CAVP video/audio step embeddings (CAVP similarity); tiny stand-in only so far"),
+    ("imagebind", "imagebind:ImageBind", "ImageBindParams", "ImageBind-Huge vision/audio (AVHScore); CC-BY-NC 4.0"),
+    ("cavp", "cavp:CAVP", "CAVPParams", "Diff-Foley CAVP video/audio embeddings, 4 steps/s (CAVP similarity)"),
+    ("passt", "passt:PaSST", "PaSSTParams", "PaSST-S 32 kHz 10 s: 768-d + 527 AudioSet logits (sava[passt])"),
 )
 
 _METRICS = (
