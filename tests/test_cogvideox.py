@@ -229,7 +229,8 @@ def test_extra_tokens_need_room_and_text_needs_its_length(backbone, text) -> Non
     with torch.no_grad():  # no kept extra token: no room needed
         backbone(x, t, Condition(text.tokens, full, extra, torch.zeros(2, 3, dtype=torch.bool)))
     with pytest.raises(SavaError, match="do not fit"):
-        backbone(x, t, Condition(text.tokens, text.mask, torch.randn(2, 20, TEXT_DIM), torch.zeros(2, 20, dtype=torch.bool)))
+        too_many = TINY_TEXT_LENGTH + 4
+        backbone(x, t, Condition(text.tokens, text.mask, torch.randn(2, too_many, TEXT_DIM), torch.zeros(2, too_many, dtype=torch.bool)))
     with pytest.raises(SavaError, match=f"max_length: {TINY_TEXT_LENGTH}"):
         backbone(x, t, Condition(text.tokens[:, :8], text.mask[:, :8]))
 

@@ -34,7 +34,7 @@ BACKBONE_SETTING = "model.video_backbone.params.pretrained"
 #: Text tokens per prompt of the released models (T5 ``max_sequence_length`` = transformer
 #: ``max_text_seq_length``) and of the tiny presets.
 TEXT_LENGTH = 226
-TINY_TEXT_LENGTH = 16
+TINY_TEXT_LENGTH = 128  # room for a media-world caption (up to ~80 tiny-T5 tokens) and the extra tokens
 TINY_TEXT_DIM = 32
 
 #: ``scheduler/scheduler_config.json`` of THUDM/CogVideoX-2b: zero-SNR v-prediction on scaled-linear
