@@ -38,7 +38,7 @@ TINY_CORPUS = [
     "a purple square slides on sand and a crow caws",
 ]
 
-Family = Literal["t5", "roberta", "gpt2", "clip"]
+Family = Literal["t5", "roberta", "gpt2", "gemma", "clip"]
 
 
 def looks_like_path(value: str) -> bool:
@@ -97,18 +97,12 @@ def tiny_tokenizer(family: Family, vocab_size: int = 300, model_max_length: int 
     """A transformers tokenizer of ``family`` trained in memory on :data:`TINY_CORPUS`.
 
     ``t5``: a Unigram model (``T5TokenizerFast``); ``roberta`` / ``gpt2``: byte-level BPE with that
-    family's special tokens; ``clip``: the real OpenAI CLIP BPE (49408 tokens) that open_clip ships,
+    family's special tokens; ``gemma``: byte-fallback BPE over "▁"-joined text (Gemma's special tokens
+    at ids 0-4, <bos> first); ``clip``: the real OpenAI CLIP BPE (49408 tokens) that open_clip ships,
     so ``vocab_size`` does not apply. Deterministic; nothing is downloaded."""
     if family == "clip":
-        from open_clip.tokenizer import SimpleTokenizer
-        from transformers import CLIPTokenizer
-
-        bpe = SimpleTokenizer()
-        merges = [pair for pair, _ in sorted(bpe.bpe_ranks.items(), key=lambda kv: kv[1])]
-        vocab = {{"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}.get(k, k): v
-                 for k, v in bpe.encoder.items()}
-        return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        return _clip_tokenizer(model_max_length)
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     if family == "t5":
         from transformers import T5TokenizerFast
@@ -116,18 +110,29 @@ def tiny_tokenizer(family: Family, vocab_size: int = 300, model_max_length: int 
         tok = Tokenizer(models.Unigram())
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
         tok.decoder = decoders.Metaspace()
-        specials = ["<pad>", "</s>", "<unk>"]
-        tok.train_from_iterator(TINY_CORPUS, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                                                     unk_token="<unk>"))
+        trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"],
+                                          unk_token="<unk>", show_progress=False)
+        tok.train_from_iterator(TINY_CORPUS, trainer)
         vocab = [tuple(piece) for piece in json.loads(tok.to_str())["model"]["vocab"]]
         return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=model_max_length)
-    specials = {"roberta": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"], "gpt2": ["<|endoftext|>"]}[family]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.train_from_iterator(TINY_CORPUS, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    specials = {"roberta": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"], "gpt2": ["<|endoftext|>"],
+                "gemma": ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]}[family]
+    if family == "gemma":
+        tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+        tok.normalizer = normalizers.Replace(" ", "▁")
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    else:
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(TINY_CORPUS, trainer)
     model = json.loads(tok.to_str())["model"]
     vocab, merges = model["vocab"], [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    if family == "gemma":
+        from transformers import GemmaTokenizer
+
+        return GemmaTokenizer(vocab=vocab, merges=merges, add_bos_token=True, model_max_length=model_max_length)
     if family == "roberta":
         from transformers import RobertaTokenizer
 
@@ -135,3 +140,15 @@ def tiny_tokenizer(family: Family, vocab_size: int = 300, model_max_length: int 
     from transformers import GPT2Tokenizer
 
     return GPT2Tokenizer(vocab=vocab, merges=merges, pad_token="<|endoftext|>", model_max_length=model_max_length)
+
+
+def _clip_tokenizer(model_max_length: int) -> Any:
+    """transformers' CLIPTokenizer over the CLIP BPE vocabulary shipped inside open_clip."""
+    from open_clip.tokenizer import SimpleTokenizer
+    from transformers import CLIPTokenizer
+
+    bpe = SimpleTokenizer()
+    merges = [pair for pair, _ in sorted(bpe.bpe_ranks.items(), key=lambda kv: kv[1])]
+    vocab = {{"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}.get(k, k): v
+             for k, v in bpe.encoder.items()}
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)

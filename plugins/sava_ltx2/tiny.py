@@ -8,12 +8,11 @@ output at 24 kHz; the video VAE compresses 2x in time and 8x in space (released:
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import torch
 
-from sava_core.pretrained import TINY_CORPUS
+from sava_core.pretrained import tiny_tokenizer
 
 TEXT_HIDDEN = 32
 TEXT_LAYERS = 2
@@ -22,22 +21,6 @@ HOP = 160
 MEL_BINS = 16
 #: Generation sizes of the tiny preset (the released model's defaults are in the pipeline).
 TINY_CALL = {"num_frames": 9, "height": 32, "width": 32, "num_inference_steps": 2, "max_sequence_length": 16}
-
-
-def gemma_tokenizer(vocab_size: int = 300, model_max_length: int = 32) -> Any:
-    """A Gemma tokenizer (byte-fallback BPE over "▁"-joined text, <bos> first) trained on
-    :data:`~sava_core.pretrained.TINY_CORPUS` in memory. Deterministic; nothing is downloaded."""
-    from tokenizers import Tokenizer, models, normalizers, trainers
-    from transformers import GemmaTokenizer
-
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]  # Gemma's ids 0-4
-    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
-    tok.normalizer = normalizers.Replace(" ", "▁")
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
-    tok.train_from_iterator(TINY_CORPUS, trainer)
-    model = json.loads(tok.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    return GemmaTokenizer(vocab=model["vocab"], merges=merges, add_bos_token=True, model_max_length=model_max_length)
 
 
 def text_encoder(vocab_size: int) -> Any:
@@ -133,7 +116,7 @@ def pipeline() -> Any:
     """The whole tiny ``LTX2Pipeline``."""
     from diffusers import LTX2Pipeline
 
-    tokenizer = gemma_tokenizer()
+    tokenizer = tiny_tokenizer("gemma")
     pipe = LTX2Pipeline(scheduler=scheduler(), vae=video_vae(), audio_vae=audio_vae(),
                         text_encoder=text_encoder(len(tokenizer)), tokenizer=tokenizer, connectors=connectors(),
                         transformer=transformer(), vocoder=vocoder())
