@@ -144,8 +144,9 @@ class FinetuneConfig(StrictModel):
 class GenerateConfig(StrictModel):
     """Stage III: cascaded sampling on the world's test prompts, ground-truth checks and outputs."""
 
-    mode: Literal["two_stream", "cascade", "cascade_bidirectional", "joint"] = Field(
-        "cascade", description="joint: model.joint_generator generates both streams (a baseline, e.g. LTX-2)")
+    mode: Literal["two_stream", "cascade", "cascade_bidirectional", "joint", "v2a"] = Field(
+        "cascade", description="joint: model.joint_generator generates both streams (a baseline, e.g. LTX-2); "
+                               "v2a: TV2A on the test clips' real video and captions (Table 2)")
     prompts: int = Field(16, ge=1, description="test prompts (sampled from the world's test factors)")
     prompt_seed: int = Field(12345, description="seed of the prompts (the same for every variant)")
     batch_size: int = Field(16, ge=1)
@@ -204,7 +205,7 @@ class Recipe(StrictModel):
         order = ["pretrain", "align", "finetune", "generate"]
         if [s for s in order if s in self.stages] != self.stages:
             raise ValueError(f"stages {self.stages} must be distinct and in the order {order}")
-        cascade = "generate" in self.stages and self.generate.mode in ("cascade", "cascade_bidirectional")
+        cascade = "generate" in self.stages and self.generate.mode in ("cascade", "cascade_bidirectional", "v2a")
         if ("finetune" in self.stages or cascade) and "align" not in self.stages:
             raise ValueError("finetune and a cascaded generate need the align stage of the same run: add align to stages")
         if cascade and "finetune" not in self.stages:

@@ -93,6 +93,12 @@ def torch_dtype(name: str) -> Any:
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
 
 
+def cast(module: Any, dtype: str) -> Any:
+    """``module`` in ``dtype`` ("float32" | "float16" | "bfloat16"); a float32 module is returned as it
+    is (a no-op ``to`` makes diffusers warn)."""
+    return module if dtype == "float32" else module.to(torch_dtype(dtype))
+
+
 def tiny_tokenizer(family: Family, vocab_size: int = 300, model_max_length: int = 32) -> Any:
     """A transformers tokenizer of ``family`` trained in memory on :data:`TINY_CORPUS`.
 

@@ -17,10 +17,10 @@ import torch
 from torch import Tensor
 
 from sava_animatediff.params import AnimateDiffParams, CLIPTextParams, SDVAEParams
-from sava_cogvideox.shared import cast, check_video, frozen, load_pretrained, pool_latent_frames, weights_root
+from sava_cogvideox.shared import check_video, frozen, load_pretrained, pool_latent_frames, weights_root
 from sava_core.contracts import Backbone, Condition, TextEmbedding, TextEncoder, VideoEncoder
 from sava_core.errors import SavaError
-from sava_core.pretrained import locate, tiny_tokenizer, torch_dtype
+from sava_core.pretrained import cast, locate, tiny_tokenizer, torch_dtype
 
 VAE_SETTING = "model.video_vae (or model.video_encoder).params.pretrained"
 TEXT_SETTING = "model.video_text_encoder (or model.text_encoder).params.pretrained"
@@ -208,6 +208,20 @@ class KeyMaskProcessor:
         return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 
+
+def merged_unet(unet: Any, adapter: Any) -> Any:
+    """``UNetMotionModel.from_unet2d(unet, adapter)`` without its spurious warning (diffusers 0.42 warns
+    about float32 modules on its own ``to(unet.dtype)`` even when there are none)."""
+    from diffusers import UNetMotionModel
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        return UNetMotionModel.from_unet2d(unet, adapter)
+    finally:
+        diffusers_logging.set_verbosity(level)
+
 class AnimateDiff(Backbone):
     """The T2V denoiser: a ``UNetMotionModel`` (SD 1.5 UNet + motion adapter) on grids (B, F, 4, h, w),
     predicting epsilon.
@@ -224,7 +238,7 @@ class AnimateDiff(Backbone):
 
     def __init__(self, params: AnimateDiffParams, *, latent_shape: tuple[int, ...], condition_dim: int):
         super().__init__()
-        from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+        from diffusers import MotionAdapter, UNet2DConditionModel
 
         self.params = params
         self.latent_shape = tuple(latent_shape)
@@ -241,7 +255,7 @@ class AnimateDiff(Backbone):
             adapter_dir = Path(locate(params.motion_adapter, ADAPTER_SETTING))
             adapter = load_pretrained(MotionAdapter.from_pretrained, adapter_dir, ADAPTER_SETTING)
             self.scheduler_config = _scheduler_config(root / params.scheduler_subfolder / "scheduler_config.json")
-        self.unet = cast(UNetMotionModel.from_unet2d(unet, adapter), params.dtype)
+        self.unet = cast(merged_unet(unet, adapter), params.dtype)
         self._check_runtime()
         for name, module in self.unet.named_modules():
             if ".attentions." in name and name.endswith(("attn1", "attn2")):

@@ -36,10 +36,9 @@ from torch import Tensor, nn
 
 from sava_audioldm.params import AudioLDM2Params, AudioLDMParams
 from sava_audioldm.text import GENERATED_TOKENS, TINY_GPT2_DIM, TINY_T5_DIM
-from sava_clap.models import cast
 from sava_core.contracts import Backbone, Condition
 from sava_core.errors import SavaError
-from sava_core.pretrained import locate, torch_dtype
+from sava_core.pretrained import cast, locate, torch_dtype
 
 SETTING = "model.audio_backbone.params.pretrained"
 

@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from sava_audioldm.params import AudioLDM2TextParams
-from sava_clap.models import TINY_MAX_TOKENS, cast, tiny_clap_model, tiny_clap_tokenizer
+from sava_clap.models import TINY_MAX_TOKENS, tiny_clap_model, tiny_clap_tokenizer
+from sava_core.pretrained import cast
 from sava_core.contracts import TextEmbedding, TextEncoder
 from sava_core.errors import SavaError
 from sava_core.pretrained import locate, tiny_tokenizer, torch_dtype

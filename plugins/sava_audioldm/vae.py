@@ -28,7 +28,7 @@ import torchaudio
 from torch import Tensor
 
 from sava_audioldm.params import AudioLDMVAEParams
-from sava_clap.models import cast
+from sava_core.pretrained import cast
 from sava_core.contracts import AudioEncoder
 from sava_core.errors import SavaError
 from sava_core.pretrained import locate, torch_dtype

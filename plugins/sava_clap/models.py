@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from sava_clap.params import ClapAudioParams, ClapTextParams
 from sava_core.contracts import AudioEncoder, TextEmbedding, TextEncoder
 from sava_core.errors import SavaError
-from sava_core.pretrained import locate, tiny_tokenizer, torch_dtype
+from sava_core.pretrained import cast, locate, tiny_tokenizer, torch_dtype
 
 TEXT_SETTING = "model.audio_text_encoder.params.pretrained"
 AUDIO_SETTING = "model.audio_encoder.params.pretrained"
@@ -71,11 +71,6 @@ def tiny_feature_extractor() -> Any:
     return ClapFeatureExtractor(feature_size=64, sampling_rate=16000, hop_length=320, max_length_s=1,
                                 fft_window_size=512, frequency_min=0, frequency_max=8000,
                                 truncation="rand_trunc", padding="repeatpad")
-
-
-def cast(module: Any, dtype: str) -> Any:
-    """``module`` in ``dtype`` (a tiny preset is built in float32; diffusers warns on a no-op ``to``)."""
-    return module if dtype == "float32" else module.to(torch_dtype(dtype))
 
 
 def model_folder(root: Path, subfolder: str | None, setting: str) -> Path:

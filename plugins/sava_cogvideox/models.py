@@ -22,10 +22,10 @@ import torch
 from torch import Tensor
 
 from sava_cogvideox.params import CogVideoXParams, CogVideoXVAEParams, T5Params
-from sava_cogvideox.shared import cast, check_video, frozen, load_pretrained, masked_mean, pool_latent_frames, weights_root
+from sava_cogvideox.shared import check_video, frozen, load_pretrained, masked_mean, pool_latent_frames, weights_root
 from sava_core.contracts import Backbone, Condition, TextEmbedding, TextEncoder, VideoEncoder
 from sava_core.errors import SavaError
-from sava_core.pretrained import tiny_tokenizer, torch_dtype
+from sava_core.pretrained import cast, tiny_tokenizer, torch_dtype
 
 VAE_SETTING = "model.video_vae (or model.video_encoder).params.pretrained"
 TEXT_SETTING = "model.video_text_encoder (or model.text_encoder)"

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sava_core.errors import SavaError
-from sava_core.pretrained import locate, torch_dtype
+from sava_core.pretrained import locate
 
 
 def weights_root(pretrained: str, setting: str, *subfolders: str) -> Path:
@@ -30,11 +30,6 @@ def load_pretrained(loader: Callable[..., Any], folder: Path, setting: str, **kw
         return loader(folder, **kwargs)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise SavaError(f"{setting}: cannot load weights from {folder}: {err}") from None
-
-
-def cast(module: nn.Module, dtype: str) -> nn.Module:
-    """``module`` in ``dtype`` ("float32" | "float16" | "bfloat16")."""
-    return module if dtype == "float32" else module.to(torch_dtype(dtype))
 
 
 def frozen(module: nn.Module) -> nn.Module:

@@ -19,15 +19,10 @@ from torch import Tensor, nn
 
 from sava_core.contracts import AudioEncoder, VideoEncoder
 from sava_core.errors import SavaError
-from sava_core.pretrained import torch_dtype
+from sava_core.pretrained import cast, torch_dtype
 from sava_ltx2 import tiny
 from sava_ltx2.loading import class_in, pipeline_dir, subfolder_dir
 from sava_ltx2.params import LTX2AudioVAEParams, LTX2VideoVAEParams
-
-
-def _cast(module: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """A tiny (float32) model in ``dtype``."""
-    return module if dtype == torch.float32 else module.to(dtype)
 
 
 def _device_dtype(module: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -49,7 +44,7 @@ class LTX2VideoVAE(VideoEncoder):
         setting = "model.video_encoder.params"
         dtype = torch_dtype(params.dtype)
         if params.preset == "tiny":
-            self.vae = _cast(tiny.video_vae(), dtype)
+            self.vae = cast(tiny.video_vae(), params.dtype)
         else:
             root = pipeline_dir(params.pretrained, f"{setting}.pretrained")
             folder = subfolder_dir(root, params.subfolder, f"{setting}.subfolder")
@@ -126,7 +121,7 @@ class LTX2AudioVAE(AudioEncoder):
         setting = "model.audio_encoder.params"
         dtype = torch_dtype(params.dtype)
         if params.preset == "tiny":
-            self.vae, self.vocoder = _cast(tiny.audio_vae(), dtype), _cast(tiny.vocoder(), dtype)
+            self.vae, self.vocoder = cast(tiny.audio_vae(), params.dtype), cast(tiny.vocoder(), params.dtype)
         else:
             root = pipeline_dir(params.pretrained, f"{setting}.pretrained")
             vae_folder = subfolder_dir(root, params.subfolder, f"{setting}.subfolder")

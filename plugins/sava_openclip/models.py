@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sava_cogvideox.shared import cast, frozen
+from sava_cogvideox.shared import frozen
+from sava_core.pretrained import cast
 from sava_core.contracts import TextEmbedding, TextEncoder, VideoEncoder
 from sava_core.errors import SavaError
 from sava_core.pretrained import locate

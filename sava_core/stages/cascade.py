@@ -7,7 +7,10 @@ Modes (``generate.mode``):
 * ``cascade_bidirectional``: as ``cascade``, then the video generated again by TA2V from the text and
   the masked aligned latent of the generated audio (the audio is the same as in ``cascade``);
 * ``joint``: a model that generates both streams at once (``model.joint_generator``, e.g. LTX-2),
-  the joint-generation baseline.
+  the joint-generation baseline;
+* ``v2a``: video-to-audio (Table 2): TV2A conditioned on P_theta of the test clips' *real* video and
+  on their captions; the real test segments are written beside the generated ones as the paired
+  reference of ``generate.metrics`` (KL, ISc, FD, FAD) unless ``generate.reference`` is set.
 
 Every sample's video and audio are checked against the prompt's ground truth when the dataset
 knows it (``prompts`` / ``ground_truth_metrics``); Fréchet distances of the generated clips'
@@ -36,6 +39,7 @@ from sava_core.stages.generation import (
     Generators,
     TextBatch,
     build_generators,
+    encode_grids,
     encode_text,
     load_media,
     media_dataset,
@@ -114,7 +118,8 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
     """Generate the test prompts, write samples and return the checks."""
     cfg = recipe.generate
     data = media_dataset(recipe, registries)
-    if hasattr(data, "prompts"):
+    test = None
+    if hasattr(data, "prompts") and cfg.mode != "v2a":
         pairs = data.prompts(cfg.prompts, cfg.prompt_seed)
         prompts, truth = [p for p, _ in pairs], [f for _, f in pairs]
     else:
@@ -122,7 +127,11 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
         prompts, truth = test.captions, None
     clip = data.media("test")[0]
     metrics: dict[str, float] = {}
-    if cfg.mode == "joint":
+    if cfg.mode == "v2a":
+        assert test is not None
+        gen = build_generators(recipe, registries, recorded_weights(cell_dir, recipe, required=uses_pretrain_stage(recipe, registries)))
+        video, audio, timings = _video_to_audio(gen, recipe, load_parts(gen, recipe, cell_dir, registries), test)
+    elif cfg.mode == "joint":
         video, audio, timings = _generate_joint(recipe, registries, prompts, clip.sample_rate, clip.audio.shape[0])
     else:
         gen = build_generators(recipe, registries, recorded_weights(cell_dir, recipe, required=uses_pretrain_stage(recipe, registries)))
@@ -139,22 +148,48 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
     _save_samples(cell_dir / "samples", prompts, video, audio, clip.fps, clip.sample_rate, cfg.save_media)
     atomic_write_json(cell_dir / "samples" / "prompts.json", [{"index": i, "prompt": p} for i, p in enumerate(prompts)])
     if cfg.metrics:
-        metrics |= _evaluate(cell_dir, prompts, video, audio, clip.fps, clip.sample_rate, cfg)
+        reference = cfg.reference
+        if reference is None and cfg.mode == "v2a":
+            assert test is not None
+            reference = _write_clips(cell_dir / "eval" / "reference", prompts, test.video, test.audio, clip.fps, clip.sample_rate)
+        folder = _write_clips(cell_dir / "eval" / "clips", prompts, video, audio, clip.fps, clip.sample_rate)
+        metrics |= _evaluate(cell_dir, folder, cfg.metrics, reference)
     return metrics
 
 
-def _evaluate(cell_dir: Path, prompts: list[str], video: Tensor, audio: Tensor, fps: float, sample_rate: int,
-              cfg: Any) -> dict[str, float]:
-    """``generate.metrics`` on every generated clip (written to ``eval/clips`` as mp4 + caption), as
-    ``sava eval`` would compute them; the full document goes to ``eval/results.json``."""
-    from sava_core.evaluation import evaluate
+@torch.no_grad()
+def _video_to_audio(gen: Generators, recipe: Recipe, parts: CascadeParts, test: Any) -> tuple[Tensor, Tensor, dict[str, float]]:
+    """``generate.mode: v2a``: audio for the test clips' real video (N, F, 3, H, W) and captions, by
+    TV2A conditioned on P_theta of the video's f_v latents; batch b is seeded by (run seed, b)."""
+    size, audios = recipe.generate.batch_size, []
+    t0 = time.perf_counter()
+    for start in range(0, len(test.captions), size):
+        video = test.video[start : start + size]
+        text = encode_text(gen.text_encoders["audio"], test.captions[start : start + size])
+        seq_v = video_sequence(gen, encode_grids(gen.video_vae, video), video)
+        cond, uncond = _conditions(text, parts.tv2a.phi(parts.projector(seq_v)))
+        g = torch.Generator().manual_seed(recipe.seed * 100_003 + start)
+        audios.append(gen.audio_vae.decode_grid(gen.sampler.sample(parts.tv2a.backbone, cond, uncond, len(video), g)))
+    return test.video, torch.cat(audios), {"tv2a": time.perf_counter() - t0}
+
+
+def _write_clips(folder: Path, captions: list[str], video: Tensor, audio: Tensor, fps: float, sample_rate: int) -> Path:
+    """Clips as ``clip-NNNNN.mp4`` (video + audio) with their captions in ``clip-NNNNN.txt``: the
+    layout ``sava eval`` reads; generated and reference clips of the same index share a name."""
     from sava_core.media_io import write_mp4
 
-    folder = cell_dir / "eval" / "clips"
-    for i, prompt in enumerate(prompts):
+    for i, caption in enumerate(captions):
         write_mp4(folder / f"clip-{i:05d}.mp4", video[i], fps, audio[i], sample_rate)
-        atomic_write_text(folder / f"clip-{i:05d}.txt", prompt)
-    result = evaluate(folder, cfg.metrics, reference=cfg.reference, out=cell_dir / "eval" / "results.json")
+        atomic_write_text(folder / f"clip-{i:05d}.txt", caption)
+    return folder
+
+
+def _evaluate(cell_dir: Path, folder: Path, metrics: list[str], reference: str | Path | None) -> dict[str, float]:
+    """``generate.metrics`` on the clips in ``folder``, as ``sava eval`` would compute them; the full
+    document goes to ``eval/results.json``."""
+    from sava_core.evaluation import evaluate
+
+    result = evaluate(folder, metrics, reference=reference, out=cell_dir / "eval" / "results.json")
     return {f"{s['label']}_{key}" if key != s["label"] else key: float(v)
             for s in result.scores for key, v in s["values"].items()}
 

@@ -158,9 +158,9 @@ def stage1_sequences(gen: Generators, video_grid: Tensor, audio_grid: Tensor,
     return {"video": v, "audio": align_time(a, v.shape[1])}
 
 
-def video_sequence(gen: Generators, video_grid: Tensor) -> Tensor:
-    """f_v's latent sequence (B, T, Dv) of generated video grids (P_theta's input at Stage III)."""
-    return _sequence(gen.video_encoder, gen.video_vae, video_grid, None)
+def video_sequence(gen: Generators, video_grid: Tensor, video: Tensor | None = None) -> Tensor:
+    """f_v's latent sequence (B, T, Dv) of video grids (and the video itself when known): P_theta's input."""
+    return _sequence(gen.video_encoder, gen.video_vae, video_grid, video)
 
 
 def _sequence(encoder: Any, vae: Any, grid: Tensor, media: Tensor | None, rate: int | None = None) -> Tensor:
