@@ -21,7 +21,7 @@ from sava_core.training import Trainer
 PAPER = sorted((REPO / "recipes" / "paper").glob("*.yaml"))
 IDS = [p.stem for p in PAPER]
 #: Recipes whose tiny run is part of the default suite (the others are marked slow).
-FAST = {"t2av_ltx2_joint", "t2av_cogvideox_audioldm", "t2av_animatediff_audioldm2"}
+FAST = {"t2av_ltx2_joint", "t2av_cogvideox_audioldm", "t2av_animatediff_audioldm2", "v2a"}
 
 
 @pytest.mark.parametrize("path", PAPER, ids=IDS)
