@@ -22,6 +22,16 @@ def component(kind: str, **kwargs: Any) -> Any:
     return Field(json_schema_extra={"kind": kind}, **kwargs)
 
 
+def normalise_sha256(value: str | None) -> str | None:
+    """A sha256 digest as ``sha256sum`` prints it (lower-cased, stripped), or None; ValueError otherwise."""
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError("sha256 must be 64 hexadecimal digits (the output of `sha256sum FILE`)")
+    return value
+
+
 class WeightsParams(StrictModel):
     """Where a real component's weights come from (the base of real plug-ins' parameters):
     ``pretrained`` (a hub id, fetched only because the user wrote it, or a local directory) or

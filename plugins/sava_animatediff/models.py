@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from sava_animatediff.params import AnimateDiffParams, CLIPTextParams, SDVAEParams
-from sava_cogvideox.shared import check_video, frozen, load_pretrained, pool_latent_frames, weights_root
+from sava_cogvideox.shared import build_vae, check_video, frozen, load_pretrained, pool_latent_frames, weights_root
 from sava_core.contracts import Backbone, Condition, TextEmbedding, TextEncoder, VideoEncoder
 from sava_core.errors import SavaError
 from sava_core.pretrained import cast, locate, tiny_tokenizer, torch_dtype
@@ -104,17 +104,7 @@ class SDVAE(VideoEncoder):
         from diffusers import AutoencoderKL
 
         self.params = params
-        if params.preset == "tiny":
-            vae = cast(tiny_sd_vae(), params.dtype)
-        else:
-            root = weights_root(params.pretrained, VAE_SETTING, params.subfolder)
-            vae = load_pretrained(AutoencoderKL.from_pretrained, root / params.subfolder, VAE_SETTING,
-                                  dtype=torch_dtype(params.dtype))
-        if params.enable_slicing:
-            vae.enable_slicing()
-        if params.enable_tiling:
-            vae.enable_tiling()
-        self.vae = frozen(vae)
+        self.vae = vae = build_vae(AutoencoderKL, tiny_sd_vae, params, VAE_SETTING)
         self.scaling_factor = float(vae.config.scaling_factor)
         self.shift_factor = float(vae.config.shift_factor or 0.0)
         self.spatial_factor = 2 ** (len(vae.config.block_out_channels) - 1)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from sava_cogvideox.params import CogVideoXParams, CogVideoXVAEParams, T5Params
-from sava_cogvideox.shared import check_video, frozen, load_pretrained, masked_mean, pool_latent_frames, weights_root
+from sava_cogvideox.shared import build_vae, check_video, frozen, load_pretrained, masked_mean, pool_latent_frames, weights_root
 from sava_core.contracts import Backbone, Condition, TextEmbedding, TextEncoder, VideoEncoder
 from sava_core.errors import SavaError
 from sava_core.pretrained import cast, tiny_tokenizer, torch_dtype
@@ -101,17 +101,7 @@ class CogVideoXVAE(VideoEncoder):
         from diffusers import AutoencoderKLCogVideoX
 
         self.params = params
-        if params.preset == "tiny":
-            vae = cast(tiny_vae(), params.dtype)
-        else:
-            root = weights_root(params.pretrained, VAE_SETTING, params.subfolder)
-            vae = load_pretrained(AutoencoderKLCogVideoX.from_pretrained, root / params.subfolder, VAE_SETTING,
-                                  dtype=torch_dtype(params.dtype))
-        if params.enable_slicing:
-            vae.enable_slicing()
-        if params.enable_tiling:
-            vae.enable_tiling()
-        self.vae = frozen(vae)
+        self.vae = vae = build_vae(AutoencoderKLCogVideoX, tiny_vae, params, VAE_SETTING)
         self.scaling_factor = float(vae.config.scaling_factor)
         self.spatial_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.latent_channels = int(vae.config.latent_channels)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sava_core.errors import SavaError
-from sava_core.pretrained import locate
+from sava_core.pretrained import cast, locate, torch_dtype
 
 
 def weights_root(pretrained: str, setting: str, *subfolders: str) -> Path:
@@ -30,6 +30,21 @@ def load_pretrained(loader: Callable[..., Any], folder: Path, setting: str, **kw
         return loader(folder, **kwargs)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise SavaError(f"{setting}: cannot load weights from {folder}: {err}") from None
+
+
+def build_vae(vae_class: Any, tiny: Callable[[], nn.Module], params: Any, setting: str) -> nn.Module:
+    """A frozen diffusers VAE: ``tiny()`` for the tiny preset, else ``vae_class`` from
+    ``params.pretrained`` / ``params.subfolder``; in ``params.dtype``, with slicing / tiling as asked."""
+    if params.preset == "tiny":
+        vae = cast(tiny(), params.dtype)
+    else:
+        root = weights_root(params.pretrained, setting, params.subfolder)
+        vae = load_pretrained(vae_class.from_pretrained, root / params.subfolder, setting, dtype=torch_dtype(params.dtype))
+    if params.enable_slicing:
+        vae.enable_slicing()
+    if params.enable_tiling:
+        vae.enable_tiling()
+    return frozen(vae)
 
 
 def frozen(module: nn.Module) -> nn.Module:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from sava_core.config import StrictModel
+from sava_core.config import StrictModel, normalise_sha256
 
 Preset = Literal["published", "tiny"]
 
@@ -30,12 +30,7 @@ class ExtractorParams(StrictModel):
     @field_validator("sha256")
     @classmethod
     def _hex(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.strip().lower()
-        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-            raise ValueError("sha256 must be 64 hexadecimal digits (the output of `sha256sum FILE`)")
-        return value
+        return normalise_sha256(value)
 
 
 class VGGishParams(ExtractorParams):
