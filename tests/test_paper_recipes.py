@@ -10,7 +10,7 @@ import av
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, run_cli
 from sava_core.recipe import plan
 from sava_core.registry import get_registries
 from sava_core.runner import run_plan
@@ -81,3 +81,16 @@ def test_stage2_changes_only_lora_and_phi(path, direction):
     assert all(torch.equal(before[k], after[k]) for k in before if k not in lora), "a base weight changed"
     assert any(not torch.equal(before[k], after[k]) for k in lora), "LoRA did not train"
     assert any(not torch.equal(phi_before[k], v) for k, v in c.phi.state_dict().items()), "phi did not train"
+
+
+@pytest.mark.parametrize("value, message", [
+    ("/nope/sd15", "model.video_backbone.params.pretrained: local path /nope/sd15 does not exist"),
+    ("someone/not-cached", "model.video_backbone.params.pretrained: hub id 'someone/not-cached' is not in the local hub cache"),
+])
+def test_a_wrong_weights_setting_is_one_clear_message(value, message, tmp_path):
+    recipe = REPO / "recipes" / "paper" / "t2av_two_stream.yaml"
+    result = run_cli("run", str(recipe), "preset=tiny", f"model.video_backbone.params={{pretrained: {value}, motion_adapter: {value}}}",
+                     "--out", str(tmp_path / "run"), env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")},
+                     timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
