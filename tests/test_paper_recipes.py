@@ -94,3 +94,15 @@ def test_a_wrong_weights_setting_is_one_clear_message(value, message, tmp_path):
                      timeout=120)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["t2av_cogvideox_audioldm", "v2a", "t2av_ltx2_joint"])
+def test_the_tiny_preset_runs_on_a_gpu(name, tmp_path, monkeypatch):
+    """Every stage keeps its modules and tensors on the CUDA device (a device mix-up raises)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    monkeypatch.setenv("SAVA_CACHE", str(tmp_path / "cache"))
+    p = plan(REPO / "recipes" / "paper" / f"{name}.yaml", ["preset=tiny", "device=cuda", "report.plot=false"])
+    run_plan(p, tmp_path / "run")
+    assert all((tmp_path / "run" / "runs" / c.variant / f"seed-{c.seed}" / "metrics.json").is_file() for c in p.cells)

@@ -132,8 +132,11 @@ def _encoded(recipe: Recipe, registries: Registries, data, split: str, cell_dir:
     if len(data.media(split)) == 0:
         raise SavaError(f"data: the {split!r} split of {recipe.data.name!r} is empty; the align stage needs train, val "
                         "and test clips (for vggsound set data.params.val_fraction, e.g. 0.05)")
+    from sava_core.stages.generation import generation_device
+
+    device = generation_device(recipe)  # encode on the accelerator; latents come back to the CPU
     key = {"video_encoder": m.video_encoder.name, "audio_encoder": m.audio_encoder.name}
-    return encode_split(data, split, venc.eval(), aenc.eval(), key_extra=key, run_dir=cell_dir)
+    return encode_split(data, split, venc.eval().to(device), aenc.eval().to(device), key_extra=key, run_dir=cell_dir)
 
 
 def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = False) -> dict[str, float]:

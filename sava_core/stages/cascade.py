@@ -43,6 +43,7 @@ from sava_core.stages.generation import (
     encode_text,
     load_media,
     media_dataset,
+    module_device,
     uses_pretrain_stage,
 )
 from sava_core.stages.pretrain import recorded_weights
@@ -56,7 +57,7 @@ def _conditions(text: TextBatch, extra: Tensor | None = None) -> tuple[Condition
     null = text.null_tokens.expand(n, -1, -1), text.null_mask.expand(n, -1)
     if extra is None:
         return Condition(text.tokens, text.mask), Condition(*null)
-    on = torch.ones(extra.shape[:2], dtype=torch.bool)
+    on = torch.ones(extra.shape[:2], dtype=torch.bool, device=extra.device)
     return Condition(text.tokens, text.mask, extra, on), Condition(*null, extra, ~on)
 
 
@@ -75,8 +76,13 @@ def load_parts(gen: Generators, recipe: Recipe, cell_dir: Path, registries: Regi
     if mode == "two_stream":
         return CascadeParts()
     model, projector = load_stage1(recipe, cell_dir, registries, gen.video_encoder.latent_dim, gen.audio_encoder.latent_dim)
+    device = module_device(gen.t2v)
     ta2v = load_conditioned(gen, "ta2v", recipe, cell_dir) if mode == "cascade_bidirectional" else None
-    return CascadeParts(model, projector, load_conditioned(gen, "tv2a", recipe, cell_dir), ta2v)
+    parts = CascadeParts(model.to(device), projector.to(device), load_conditioned(gen, "tv2a", recipe, cell_dir), ta2v)
+    for c in (parts.tv2a, parts.ta2v):
+        if c is not None:
+            c.backbone.to(device), c.phi.to(device)
+    return parts
 
 
 @torch.no_grad()
@@ -108,10 +114,10 @@ def generate(gen: Generators, recipe: Recipe, parts: CascadeParts, prompts: list
             video_grid = gen.sampler.sample(parts.ta2v.backbone, cond, uncond, n, g)
     timings["second" if mode == "two_stream" else ("ta2v" if mode == "cascade_bidirectional" else "tv2a")] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    video = gen.video_vae.decode_grid(video_grid).clamp(0, 1)
-    audio = gen.audio_vae.decode_grid(audio_grid)
+    video = gen.video_vae.decode_grid(video_grid).clamp(0, 1).float().cpu()
+    audio = gen.audio_vae.decode_grid(audio_grid).float().cpu()
     timings["decode"] = time.perf_counter() - t0
-    return {"video_grid": video_grid, "audio_grid": audio_grid, "video": video, "audio": audio, "timings": timings}
+    return {"video_grid": video_grid.cpu(), "audio_grid": audio_grid.cpu(), "video": video, "audio": audio, "timings": timings}
 
 
 def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = False) -> dict[str, float]:
@@ -166,10 +172,12 @@ def _video_to_audio(gen: Generators, recipe: Recipe, parts: CascadeParts, test: 
     for start in range(0, len(test.captions), size):
         video = test.video[start : start + size]
         text = encode_text(gen.text_encoders["audio"], test.captions[start : start + size])
-        seq_v = video_sequence(gen, encode_grids(gen.video_vae, video), video)
+        device = module_device(parts.projector)
+        seq_v = video_sequence(gen, encode_grids(gen.video_vae, video), video).to(device)
         cond, uncond = _conditions(text, parts.tv2a.phi(parts.projector(seq_v)))
         g = torch.Generator().manual_seed(recipe.seed * 100_003 + start)
-        audios.append(gen.audio_vae.decode_grid(gen.sampler.sample(parts.tv2a.backbone, cond, uncond, len(video), g)))
+        grid = gen.sampler.sample(parts.tv2a.backbone, cond, uncond, len(video), g)
+        audios.append(gen.audio_vae.decode_grid(grid).float().cpu())
     return test.video, torch.cat(audios), {"tv2a": time.perf_counter() - t0}
 
 
@@ -269,7 +277,7 @@ def _frechet(gen: Generators, data: Any, video_grid: Tensor, audio_grid: Tensor)
     out = {}
     for name, enc, generated, reference in (("video", gen.video_vae, video_grid, test.video),
                                             ("audio", gen.audio_vae, audio_grid, test.audio)):
-        ref = torch.cat([enc.encode(reference[i : i + 64]) for i in range(0, len(reference), 64)]).mean(1)
+        ref = enc.grid_to_sequence(encode_grids(enc, reference)).mean(1)
         fake = enc.grid_to_sequence(generated).mean(1)
         if len(fake) < 2:
             continue

@@ -27,6 +27,7 @@ from sava_core.stages.generation import (
     encode_text,
     load_media,
     media_dataset,
+    module_device,
     uses_pretrain_stage,
 )
 from sava_core.stages.pretrain import recorded_weights
@@ -171,7 +172,8 @@ def _sequence(encoder: Any, vae: Any, grid: Tensor, media: Tensor | None, rate: 
     if encoder is vae:
         return encoder.grid_to_sequence(grid)
     if media is None:
-        media = vae.decode_grid(grid)
+        media = vae.decode_grid(grid.to(module_device(vae)))
     if rate is not None:
         media = to_encoder_rate(media, rate, encoder)
-    return torch.cat([encoder.encode(media[i : i + 16]) for i in range(0, len(media), 16)])
+    device = module_device(encoder)
+    return torch.cat([encoder.encode(media[i : i + 16].to(device)).to(grid.device) for i in range(0, len(media), 16)])

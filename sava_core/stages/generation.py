@@ -23,6 +23,7 @@ the ``pretrain`` stage and get their weights from it; real components load their
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -168,8 +169,19 @@ def build_backbones(recipe: Recipe, registries: Registries, weights: Path | None
     return t2v, t2a
 
 
+def generation_device(recipe: Recipe) -> torch.device:
+    """Where the generation stages run: this process's accelerator (Accelerate's choice under
+    ``accelerate launch``), or the CPU when the recipe says ``device: cpu`` or there is none."""
+    from accelerate import PartialState
+
+    from sava_core.stages.align import use_cpu
+
+    return PartialState(cpu=use_cpu(recipe.device)).device
+
+
 def build_generators(recipe: Recipe, registries: Registries, weights: Path | None) -> Generators:
-    """Every generative component, loading ``weights`` (a pretrain directory) if given, frozen."""
+    """Every generative component, loading ``weights`` (a pretrain directory) if given, frozen, on
+    :func:`generation_device`."""
     venc, aenc, texts = build_encoders(recipe, registries, weights)
     m = recipe.model
     vvae = venc if m.video_vae in (None, m.video_encoder) else _build(registries, "video_encoder", m.video_vae, weights, "")
@@ -177,9 +189,17 @@ def build_generators(recipe: Recipe, registries: Registries, weights: Path | Non
     t2v, t2a = build_backbones(recipe, registries, weights, probe_grids(recipe, registries, (venc, aenc, vvae, avae)),
                                (texts["video"].dim, texts["audio"].dim))
     sampler = registries["sampler"].build(recipe.model.sampler.name, recipe.model.sampler.params)
+    device = generation_device(recipe)
     for module in (venc, aenc, vvae, avae, *texts.values(), t2v, t2a):
-        module.requires_grad_(False).eval()
+        module.requires_grad_(False).eval().to(device)
     return Generators(venc, aenc, vvae, avae, texts, t2v, t2a, sampler)
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (the CPU for a module without tensors)."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 @torch.no_grad()
@@ -195,7 +215,7 @@ def probe_grids(recipe: Recipe, registries: Registries, encoders: tuple[Any, Any
     check_rates(items, venc)  # f_a gets audio resampled to its rate; the VAEs' rates are those of the outputs
     check_rates(items, vvae, avae)
     clip = items[0]
-    return (tuple(vvae.encode_grid(clip.video[None]).shape[1:]), tuple(avae.encode_grid(clip.audio[None]).shape[1:]))
+    return tuple(encode_grids(vvae, clip.video[None]).shape[1:]), tuple(encode_grids(avae, clip.audio[None]).shape[1:])
 
 
 def media_dataset(recipe: Recipe, registries: Registries) -> Any:
@@ -229,8 +249,10 @@ def load_media(data: Any, split: str, limit: int | None = None) -> MediaSplit:
 
 @torch.no_grad()
 def encode_grids(encoder: Any, media: Tensor, batch_size: int = 64) -> Tensor:
-    """Run ``encoder.encode_grid`` over ``media`` in batches."""
-    return torch.cat([encoder.encode_grid(media[i : i + batch_size]) for i in range(0, len(media), batch_size)])
+    """Run ``encoder.encode_grid`` over ``media`` in batches on the encoder's device; grids on the CPU."""
+    device = module_device(encoder)
+    return torch.cat([encoder.encode_grid(media[i : i + batch_size].to(device)).cpu()
+                      for i in range(0, len(media), batch_size)])
 
 
 @dataclass
