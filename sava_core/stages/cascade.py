@@ -41,6 +41,7 @@ from sava_core.stages.generation import (
     build_generators,
     encode_grids,
     encode_text,
+    generation_device,
     load_media,
     media_dataset,
     module_device,
@@ -215,7 +216,7 @@ def _generate_joint(recipe: Recipe, registries: Registries, prompts: list[str], 
         raise SavaError("generate.mode: joint needs model.joint_generator (e.g. {name: ltx2, params: {preset: tiny}})")
     if recipe.generate.sensitivity:
         raise SavaError("generate.sensitivity compares latents of the cascade's backbones; it is not available with mode joint")
-    model = registries["joint_generator"].build(ref.name, ref.params).eval()
+    model = registries["joint_generator"].build(ref.name, ref.params).eval().to(generation_device(recipe))
     clip_fps = media_dataset(recipe, registries).media("test")[0].fps
     if abs(model.fps - clip_fps) > 1e-6:
         raise SavaError(f"model.joint_generator generates {model.fps} fps video but the dataset's clips are {clip_fps} fps; "
