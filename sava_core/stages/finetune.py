@@ -74,9 +74,13 @@ class Conditioned:
     phi: Phi
 
 
-def conditioned(gen: Generators, direction: str, recipe: Recipe, state: dict[str, Tensor] | None = None) -> Conditioned:
-    """TV2A (from a copy of T2A) or TA2V (from a copy of T2V) with LoRA and phi; loads ``state`` if given."""
-    backbone = copy.deepcopy(gen.t2a if direction == "tv2a" else gen.t2v)
+def conditioned(gen: Generators, direction: str, recipe: Recipe, state: dict[str, Tensor] | None = None,
+                in_place: bool = False) -> Conditioned:
+    """TV2A (from a copy of T2A) or TA2V (from a copy of T2V) with LoRA and phi; loads ``state`` if
+    given. ``in_place`` adapts ``gen``'s own backbone instead of a copy (one model in memory, when
+    the plain T2A / T2V is not needed afterwards)."""
+    base = gen.t2a if direction == "tv2a" else gen.t2v
+    backbone = base if in_place else copy.deepcopy(base)
     add_lora(backbone, recipe.finetune.lora_rank, recipe.finetune.lora_alpha)
     phi = Phi(recipe.align.width, backbone.condition_dim)
     if state is not None:
@@ -116,12 +120,17 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
             "tv2a": (projector(seq["video"]), projector(val_seq["video"])) if cfg.condition_source == "projector" else (out.hv, val_out.hv),
             "ta2v": (out.ha, val_out.ha),
         }
+    targets = {direction: "audio" if direction == "tv2a" else "video" for direction in cfg.directions}
+    texts = {t: (encode_text(gen.text_encoders[t], train.captions), encode_text(gen.text_encoders[t], val.captions))
+             for t in set(targets.values())}
+    for module in (gen.video_encoder, gen.audio_encoder, gen.video_vae, gen.audio_vae, *gen.text_encoders.values(),
+                   gen.t2v, gen.t2a):
+        module.cpu()  # everything is encoded: leave the accelerator to the backbone being trained (moved by the Trainer)
     metrics: dict[str, float] = {}
-    for direction in cfg.directions:
-        target = "audio" if direction == "tv2a" else "video"
-        text, val_text = encode_text(gen.text_encoders[target], train.captions), encode_text(gen.text_encoders[target], val.captions)
+    for direction, target in targets.items():
+        text, val_text = texts[target]
         torch.manual_seed(recipe.seed)
-        c = conditioned(gen, direction, recipe)
+        c = conditioned(gen, direction, recipe, in_place=True)
         c.backbone.train()
         objective = DiffusionObjective(c.backbone, gen.sampler, cfg.text_dropout, c.phi)
         trainer = Trainer(objective, cfg.train, seed=recipe.seed + 2, cpu=use_cpu(recipe.device),
@@ -144,6 +153,7 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
             state = {f"backbone.{k}": v for k, v in lora_state(c.backbone).items()}
             state |= {f"phi.{k}": v.detach().contiguous().cpu() for k, v in c.phi.state_dict().items()}
             atomic_write_with(cell_dir / f"{direction}.safetensors", lambda tmp, s=state: save_file(s, str(tmp)))
+        c.backbone.cpu()
     return metrics
 
 
