@@ -14,7 +14,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-BENCHMARKS = ["bench_stage1_step", "bench_frechet", "bench_quickstart", "bench_latent_cache"]
+BENCHMARKS = ["bench_stage1_step", "bench_frechet", "bench_quickstart", "bench_latent_cache", "bench_backbones"]
 
 
 def main() -> None:
