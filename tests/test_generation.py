@@ -89,3 +89,30 @@ def test_stage2_trains_only_lora_and_phi(t2av_run):
     assert all(not torch.equal(phi_before[k], v) for k, v in c.phi.state_dict().items())
     assert all(".attn2." in k for k in lora)  # the conditioning (cross-attention) layers only
     assert not any("lora_" in k for k in gen.t2a.state_dict())  # T2A itself stays intact for two-stream use
+
+
+def test_audio_backbone_reads_each_condition_token_only_near_its_instant():
+    """TV2A's condition tokens are time-aligned: token k (of 16 spanning the clip) is seen only by
+    cross-attention queries within ``condition_window`` token spacings of its instant; text is seen by
+    all; without extra tokens the processor is plain attention."""
+    from sava_synth.models import SynthUNet
+    from sava_synth.params import SynthUNetParams
+
+    torch.manual_seed(0)
+    unet = SynthUNet(SynthUNetParams(modality="audio"), latent_shape=(4, 8, 32), condition_dim=32).eval()
+    attn = next(m for n, m in unet.unet.named_modules() if n.endswith("attn2"))
+    hidden = torch.randn(1, 4 * 16, attn.to_q.in_features)  # the (mel 4, time 16) grid of that level
+    tokens = torch.randn(1, 5 + 16, 32)
+    mask = torch.zeros(1, 1, 21)
+    moved = tokens.clone()
+    moved[:, 5] += 3.0  # the first condition token (instant 1/32 of the clip)
+    attn.processor.n_extra = 16
+    with torch.no_grad():
+        a, b = attn(hidden, tokens, mask), attn(hidden, moved, mask)
+    column = torch.arange(64) % 16
+    changed = (a - b).abs().amax(-1)[0]
+    assert (changed[column <= 1] > 1e-4).all() and (changed[column >= 2] < 1e-6).all()
+    text_moved = tokens.clone()
+    text_moved[:, 0] += 3.0
+    with torch.no_grad():
+        assert ((attn(hidden, text_moved, mask) - a).abs().amax(-1) > 1e-4).all()  # text reaches every query

@@ -1,7 +1,7 @@
 """Ground-truth checkers for media-world clips, rendered or generated.
 
 Impacts are found in each modality independently (the object's lowest points in the video, onsets
-in the audio) and matched in time; the object's class is read from its colour and from its pitch.
+in the audio) and matched in time; the object's class is read from its colour (by a vote of the moving pixels) and from its pitch.
 Both detectors and classifiers know only the world's fixed vocabulary and frequency bands
 (:mod:`sava_synth.media_world`), never a clip's factors.
 """
@@ -19,6 +19,7 @@ _MOTION_THRESHOLD = 0.2  # summed |RGB - temporal median| below this is scenery
 _ONSET_THRESHOLD = 1.0  # nats of band-energy rise within _ONSET_LAG that count as an onset
 _ONSET_LAG = 0.016  # s
 _ONSET_MIN_GAP = 0.1  # s between two reported onsets
+_COLOUR_RADIUS = 0.3  # RGB distance within which a moving pixel votes for a class colour
 _PITCH_TOLERANCE = 0.03  # relative half-width of the band around a class's pitch
 
 
@@ -137,14 +138,21 @@ def match_events(pred: list[float], true: list[float], tolerance_s: float) -> di
 
 
 def classify_video(video: Tensor, n_classes: int = len(CLASSES)) -> int:
-    """The object class seen in ``video`` (F, 3, H, W) in [0, 1]: the class (among the first
-    ``n_classes``) whose colour is nearest to the median colour of the moving pixels."""
+    """The object class seen in ``video`` (F, 3, H, W) in [0, 1]: among the moving pixels, each
+    within :data:`_COLOUR_RADIUS` of a class colour (among the first ``n_classes``) votes for the
+    nearest; the class with most votes wins (without votes, the class nearest to the median colour
+    of the moving pixels). Votes rather than one median colour, so that flickering scenery in a
+    generated video, which also counts as moving, does not drag the colour off the object's."""
     diff = (video - video.median(dim=0).values).abs().sum(1)  # (F, H, W)
     moving = video.permute(0, 2, 3, 1)[diff > _MOTION_THRESHOLD]  # (P, 3)
     if moving.shape[0] == 0:
         moving = video.permute(0, 2, 3, 1).reshape(-1, 3)
-    colour = moving.median(dim=0).values
     prototypes = torch.tensor([c.colour for c in CLASSES[:n_classes]], dtype=video.dtype)
+    distance = torch.cdist(moving, prototypes)  # (P, n_classes)
+    nearest = distance.argmin(1)[distance.min(1).values < _COLOUR_RADIUS]
+    if nearest.numel():
+        return int(torch.bincount(nearest, minlength=n_classes).argmax())
+    colour = moving.median(dim=0).values
     return int((prototypes - colour).norm(dim=1).argmin())
 
 

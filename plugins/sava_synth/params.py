@@ -132,7 +132,9 @@ class SynthUNetParams(StrictModel):
 
     ``modality`` video: input (B, F*C, h, w), frames stacked as channels; audio: input (B, C, m, t)
     with ``time_channels`` fixed sinusoidal channels of the time axis concatenated to the input, so
-    that cross-attention queries know their instant.
+    that cross-attention queries know their instant, and time-aligned extra condition tokens
+    (``condition_window``): text tokens are seen by every query, the k-th of T extra tokens only by
+    queries at instants within ``condition_window`` / T of its own, (k + 1/2) / T of the clip.
     """
 
     modality: str = Field(..., pattern="^(video|audio)$")
@@ -143,4 +145,8 @@ class SynthUNetParams(StrictModel):
     attention_head_dim: int = Field(8, ge=1)
     time_channels: int = Field(8, ge=0, multiple_of=2, description="sinusoidal channels of the time axis (audio)")
     attention_levels: int = Field(1, ge=0, description="cross-attention in the lowest this many resolution levels (and the middle)")
+    condition_window: float = Field(
+        1.0, ge=0, description="audio: extra condition tokens (a per-time-step sequence spanning the clip, e.g. TV2A's phi tokens) are "
+        "seen only by cross-attention queries within this many token spacings of their instant; 0 = every query sees every token"
+    )
     pretrained: str | None = Field(None, description="safetensors file of trained weights (written by the pretrain stage)")

@@ -143,12 +143,18 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
         vt = [t.to(dev) for t in (val_text.tokens, val_text.mask, val_text.null_tokens, val_text.null_mask)]
 
         def validate(obj: nn.Module) -> dict[str, float]:
-            torch.manual_seed(0)
-            return {"loss": float(obj(xv, vt[0], vt[1], vt[2], vt[3], val_extra)["loss"])}
+            # the same noise with each clip's condition and with another clip's: equal losses mean
+            # the condition is ignored
+            out = {}
+            for key, cond in (("loss", val_extra), ("loss_shuffled", val_extra.roll(1, 0))):
+                torch.manual_seed(0)
+                out[key] = float(obj(xv, vt[0], vt[1], vt[2], vt[3], cond)["loss"])
+            return out
 
         last = trainer.fit(lambda idx: (x[idx], tt[0][idx], tt[1][idx], tt[2], tt[3], extra[idx]), len(x),
                            validate=validate, resume=resume)
         metrics[f"{direction}_val_loss"] = last.get("loss", float("nan"))
+        metrics[f"{direction}_val_loss_shuffled"] = last.get("loss_shuffled", float("nan"))
         if trainer.is_main:
             state = {f"backbone.{k}": v for k, v in lora_state(c.backbone).items()}
             state |= {f"phi.{k}": v.detach().contiguous().cpu() for k, v in c.phi.state_dict().items()}
