@@ -148,6 +148,8 @@ class FinetuneConfig(StrictModel):
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(8.0, gt=0)
     text_dropout: float = Field(0.1, ge=0, lt=1, description="probability of dropping text and condition together")
+    text_only_dropout: float = Field(0.0, ge=0, lt=1, description="probability of dropping the text but keeping the "
+                                     "aligned-latent condition, so that the condition alone also steers the generator")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=1500, batch_size=32, lr=1e-3, val_every=500))
 
 

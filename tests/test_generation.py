@@ -116,3 +116,35 @@ def test_audio_backbone_reads_each_condition_token_only_near_its_instant():
     text_moved[:, 0] += 3.0
     with torch.no_grad():
         assert ((attn(hidden, text_moved, mask) - a).abs().amax(-1) > 1e-4).all()  # text reaches every query
+
+
+class RecordingBackbone(torch.nn.Module):
+    """Returns zeros and keeps the last condition it was given."""
+
+    prediction_type, scheduler_config = "epsilon", None
+
+    def forward(self, noisy, timestep, condition):  # type: ignore[no-untyped-def]
+        self.condition = condition
+        return torch.zeros_like(noisy)
+
+
+@pytest.mark.parametrize("text_only", [0.0, 0.99])
+def test_text_only_dropout_drops_the_text_and_keeps_the_condition(text_only):
+    from sava_core.components.params import DiffusionSamplerParams
+    from sava_core.components.sampling import DiffusersSampler
+    from sava_core.stages.generation import Phi
+
+    backbone = RecordingBackbone()
+    objective = DiffusionObjective(backbone, DiffusersSampler(DiffusionSamplerParams()), 0.0, Phi(4, 6), text_only)
+    text, null = torch.ones(64, 3, 6), torch.zeros(1, 3, 6)
+    mask, null_mask = torch.ones(64, 3, dtype=torch.bool), torch.zeros(1, 3, dtype=torch.bool)
+    torch.manual_seed(0)
+    objective(torch.randn(64, 2, 4, 4), text, mask, null, null_mask, torch.randn(64, 5, 4))
+    c = backbone.condition
+    dropped = (c.text == 0).all(dim=(1, 2))
+    assert c.extra_mask.all()  # the condition is never dropped without the text (dropout = 0)
+    if text_only == 0.0:
+        assert not dropped.any()
+    else:
+        assert dropped.float().mean() > 0.9
+        assert (c.text_mask[dropped] == null_mask).all()

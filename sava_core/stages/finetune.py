@@ -132,7 +132,7 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
         torch.manual_seed(recipe.seed)
         c = conditioned(gen, direction, recipe, in_place=True)
         c.backbone.train()
-        objective = DiffusionObjective(c.backbone, gen.sampler, cfg.text_dropout, c.phi)
+        objective = DiffusionObjective(c.backbone, gen.sampler, cfg.text_dropout, c.phi, cfg.text_only_dropout)
         trainer = Trainer(objective, cfg.train, seed=recipe.seed + 2, cpu=use_cpu(recipe.device),
                           checkpoint_dir=cell_dir / "checkpoints" / direction, events=EventLog(cell_dir / "log.jsonl"),
                           name=direction, tracking=recipe.tracking, tracking_dir=cell_dir / "tracking")

@@ -290,13 +290,16 @@ class Phi(nn.Module):
 
 class DiffusionObjective(nn.Module):
     """Eq. 8: || target - eps_theta(x_t, t, c) ||^2 with c = [text ; phi(extra)], dropping c (text and
-    extra together) with probability ``dropout`` so that classifier-free guidance works. The target
-    follows the backbone's ``prediction_type``: the noise (epsilon), the velocity
-    alpha_t * eps - sigma_t * x0 (v_prediction) or x0 (sample)."""
+    extra together) with probability ``dropout`` so that classifier-free guidance works, and, with
+    probability ``text_only_dropout``, the text alone (the extra condition kept), so that the model
+    also learns to generate from the extra condition without the text. The target follows the
+    backbone's ``prediction_type``: the noise (epsilon), the velocity alpha_t * eps - sigma_t * x0
+    (v_prediction) or x0 (sample)."""
 
-    def __init__(self, backbone: nn.Module, sampler: Any, dropout: float, phi: nn.Module | None = None):
+    def __init__(self, backbone: nn.Module, sampler: Any, dropout: float, phi: nn.Module | None = None,
+                 text_only_dropout: float = 0.0):
         super().__init__()
-        self.backbone, self.phi, self.dropout = backbone, phi, dropout
+        self.backbone, self.phi, self.dropout, self.text_only_dropout = backbone, phi, dropout, text_only_dropout
         self.scheduler = sampler.train_scheduler(backbone)
         self.prediction_type = backbone.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
@@ -309,8 +312,11 @@ class DiffusionObjective(nn.Module):
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), device=x0.device)
         xt = self.scheduler.add_noise(x0, noise, t)
         drop = torch.rand(b, device=x0.device) < self.dropout
-        text = torch.where(drop[:, None, None], null_text.expand_as(text), text)
-        mask = torch.where(drop[:, None], null_mask.expand_as(mask), mask)
+        drop_text = drop
+        if self.phi is not None and extra is not None and self.text_only_dropout > 0:
+            drop_text = drop | (torch.rand(b, device=x0.device) < self.text_only_dropout)
+        text = torch.where(drop_text[:, None, None], null_text.expand_as(text), text)
+        mask = torch.where(drop_text[:, None], null_mask.expand_as(mask), mask)
         cond = Condition(text, mask)
         if self.phi is not None and extra is not None:
             tokens = self.phi(extra)
