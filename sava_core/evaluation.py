@@ -77,7 +77,10 @@ def read_item(path: Path, id: str, caption: str = "") -> MediaItem:
     if suffix in AUDIO_SUFFIXES:
         import soundfile
 
-        data, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        try:
+            data, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        except (soundfile.SoundFileError, RuntimeError) as err:
+            raise SavaError(f"cannot read {path} as audio: {err}; replace or remove the file") from None
         return MediaItem(id, None, None, torch.from_numpy(data.T.copy()), int(sample_rate), caption, str(path))
     raise SavaError(f"clip {path}: unsupported file type {suffix!r}; use {', '.join(VIDEO_SUFFIXES + AUDIO_SUFFIXES)}")
 

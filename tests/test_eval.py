@@ -169,6 +169,10 @@ def test_user_mistakes_are_clear(sets, tmp_path):
         evaluate(tmp_path, [FAD])
     with pytest.raises(SavaError, match="checkpoint .* not found"):
         evaluate(sets / "dark", ["fad extractor_params.checkpoint=/no/such/vggish.pth"], reference=sets / "dark")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "clip.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
+    with pytest.raises(SavaError, match="cannot read .*clip.wav as audio"):
+        evaluate(tmp_path / "broken", [FAD], reference=sets / "dark")
 
 
 def test_metric_specs_parse_yaml_values_and_dotted_keys():
