@@ -173,6 +173,8 @@ def test_user_mistakes_are_clear(sets, tmp_path):
     (tmp_path / "broken" / "clip.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
     with pytest.raises(SavaError, match="cannot read .*clip.wav as audio"):
         evaluate(tmp_path / "broken", [FAD], reference=sets / "dark")
+    with pytest.raises(SavaError, match="infinity=true: need 2 <= n_min"):
+        evaluate(sets / "dark", [FAD + " infinity=true infinity_min=100000"], reference=sets / "dark")
 
 
 def test_metric_specs_parse_yaml_values_and_dotted_keys():

@@ -117,7 +117,11 @@ class FrechetMetric(ExtractorMetric):
             if ref.rows is None:
                 raise SavaError(f"metric {self.name}: infinity=true needs the reference rows; the statistics from "
                                 f"{ref.source} were saved without them (save them again with infinity=true)")
-            inf = fad_infinity(ref.rows, rows, n_min=self.params.infinity_min, n_points=self.params.infinity_points)
+            try:
+                inf = fad_infinity(ref.rows, rows, n_min=self.params.infinity_min, n_points=self.params.infinity_points)
+            except ValueError as err:
+                raise SavaError(f"metric {self.name} infinity=true: {err} (rows of the generated set, one per "
+                                "embedded window); evaluate more clips or set infinity_min lower") from None
             values.update({f"{self.name}_inf": inf["fad_inf"], f"{self.name}_inf_slope": inf["slope"],
                            f"{self.name}_inf_r2": inf["r2"]})
             protocol["infinity"] = {k: inf[k] for k in ("n_points", "n_min", "n_max")} | {"resampling": "with replacement, seed 0"}
