@@ -148,3 +148,13 @@ def test_text_only_dropout_drops_the_text_and_keeps_the_condition(text_only):
     else:
         assert dropped.float().mean() > 0.9
         assert (c.text_mask[dropped] == null_mask).all()
+
+
+def test_shipped_weights_in_a_resized_component_are_a_clear_error():
+    from sava_core.errors import SavaError
+
+    weights = REPO / "plugins" / "sava_synth" / "weights" / "t2v.safetensors"
+    with pytest.raises(SavaError, match="trained for other parameters .*size mismatch"):
+        get_registries()["backbone"].build("synth_unet", {"modality": "video", "block_out_channels": [32, 32],
+                                                          "pretrained": str(weights)},
+                                           latent_shape=(16, 4, 8, 8), condition_dim=64)

@@ -39,7 +39,12 @@ def load_weights(module: nn.Module, path: str | None, what: str) -> None:
             f"{what}: pretrained weights {file} not found; run `sava run recipes/synth_pretrain.yaml` "
             "(or a recipe whose stages start with pretrain), or set pretrained: null for random weights"
         )
-    module.load_state_dict(load_file(str(file)))
+    try:
+        module.load_state_dict(load_file(str(file)))
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise SavaError(f"{what}: the weights in {file} were trained for other parameters ({first}); use the "
+                        "parameters they were made with (see pretrain.json beside them) or pretrain again") from None
 
 
 def _conv_block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
