@@ -397,3 +397,7 @@ def test_data_check_manifest_errors_are_sava_errors(tmp_path):
     assert isinstance(result.exception, SavaError) and "manifest not found" in str(result.exception)
     result = CliRunner().invoke(cli(), ["data", "check", "x.csv", "--kind", "kinetics"])
     assert isinstance(result.exception, SavaError) and "--kind" in str(result.exception)
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("video,caption\nclip.mp4,un caf\u00e9\n".encode("latin-1"))
+    result = CliRunner().invoke(cli(), ["data", "check", str(latin1)])
+    assert isinstance(result.exception, SavaError) and "not UTF-8 text" in str(result.exception)

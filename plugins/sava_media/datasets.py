@@ -8,6 +8,7 @@ the split's segments as a :class:`~sava_core.segment.SegmentedMedia`.
 from __future__ import annotations
 
 import csv
+import io
 import hashlib
 import json
 from abc import abstractmethod
@@ -31,14 +32,22 @@ def _raise_problems(source: Path, problems: list[str]) -> None:
         raise SavaError(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in listed))
 
 
+def _text(path: Path) -> io.StringIO:
+    """A manifest or caption file's text (UTF-8), or a SavaError naming the file and the bad byte."""
+    try:
+        return io.StringIO(Path(path).read_bytes().decode("utf-8"), newline="")
+    except UnicodeDecodeError as err:
+        raise SavaError(f"{path}: not UTF-8 text (byte {err.start}: {err.object[err.start:err.start + 1]!r}); "
+                        "save it as UTF-8") from None
+
+
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    return list(csv.DictReader(_text(path)))
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     rows, problems = [], []
-    with open(path, encoding="utf-8") as fh:
+    with _text(path) as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -215,7 +224,7 @@ class VGGSound(MediaDataset):
         captions = _read_captions(Path(self.params.captions)) if self.params.captions else {}
         out: dict[str, list[Source]] = {}
         problems = []
-        with open(self.manifest, newline="", encoding="utf-8") as fh:
+        with _text(self.manifest) as fh:
             for n, row in enumerate(csv.reader(fh), 1):
                 if not row:
                     continue
