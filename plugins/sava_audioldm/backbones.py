@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from sava_audioldm.params import AudioLDM2Params, AudioLDMParams
 from sava_audioldm.text import GENERATED_TOKENS, TINY_GPT2_DIM, TINY_T5_DIM
+from sava_core.components.embeddings import masked_mean
 from sava_core.contracts import Backbone, Condition
 from sava_core.errors import SavaError
 from sava_core.pretrained import cast, locate, torch_dtype
@@ -103,14 +104,6 @@ def _check_latents(latent_shape: tuple[int, ...], in_channels: int, root: Path |
     if latent_shape[2] != width:
         raise SavaError(f"model.audio_vae: grid width {latent_shape[2]} != {width} ({mels} mel bins / VAE factor) "
                         "of the backbone's pipeline; use audioldm_vae with the same pretrained directory")
-
-
-def masked_mean(extra: Tensor, mask: Tensor | None) -> Tensor:
-    """Extra tokens (B, M, D), mask (B, M) -> (B, D) mean of the kept tokens; 0 where none is kept."""
-    if mask is None:
-        return extra.mean(1)
-    weights = mask.to(extra.dtype).unsqueeze(-1)
-    return (extra * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
 class AudioLDM(Backbone):

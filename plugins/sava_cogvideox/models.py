@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 
 from sava_cogvideox.params import CogVideoXParams, CogVideoXVAEParams, T5Params
-from sava_cogvideox.shared import build_vae, check_video, frozen, load_pretrained, masked_mean, pool_latent_frames, weights_root
+from sava_cogvideox.shared import build_vae, check_video, frozen, load_pretrained, pool_latent_frames, weights_root
+from sava_core.components.embeddings import masked_mean
 from sava_core.contracts import Backbone, Condition, TextEmbedding, TextEncoder, VideoEncoder
 from sava_core.errors import SavaError
 from sava_core.pretrained import cast, tiny_tokenizer, torch_dtype

@@ -1,6 +1,5 @@
 """What the video plug-ins share (``sava_cogvideox``, ``sava_animatediff``, ``sava_openclip`` import it):
-loading weights with clear errors, the pooled latent sequence of video VAEs, frozen modules and
-masked means."""
+loading weights with clear errors, the pooled latent sequence of video VAEs, frozen modules."""
 
 from __future__ import annotations
 
@@ -58,12 +57,6 @@ def pool_latent_frames(grid: Tensor, cells: int) -> Tensor:
     b, f = grid.shape[:2]
     pooled = F.adaptive_avg_pool2d(grid.flatten(0, 1), cells)
     return pooled.reshape(b, f, -1)
-
-
-def masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
-    """Tokens (B, N, D), mask (B, N) bool -> (B, D) mean of the masked-in tokens (0 where there are none)."""
-    weights = mask.to(tokens.dtype).unsqueeze(-1)
-    return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
 def check_video(video: Tensor, setting: str, *, multiple: int, frames: Callable[[int], bool], frames_rule: str) -> None:

@@ -56,6 +56,7 @@ from sava_core.evaluation import MediaItem
 from sava_metrics.common import (
     RESAMPLER, MediaExtractor, build_model, fit_length, frames_of, load_state_dict_file, mono_at, verify_checkpoint,
 )
+from sava_metrics.panns import ConvBlock
 from sava_metrics.params import CAVPParams
 
 SAMPLE_RATE, N_FFT, HOP, N_MELS, F_MIN, F_MAX = 16000, 1024, 250, 128, 125.0, 7600.0
@@ -142,21 +143,6 @@ class ResNet3dSlowOnly(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ audio: Cnn14 variant
-
-
-class ConvBlock(nn.Module):
-    """PANNs conv block: (3x3 conv, BN, ReLU) twice, then average pooling."""
-
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.bn2 = nn.BatchNorm2d(cout)
-
-    def forward(self, x: Tensor, pool: tuple[int, int]) -> Tensor:
-        x = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
-        return F.avg_pool2d(x, pool)
 
 
 class Cnn14(nn.Module):

@@ -75,7 +75,9 @@ class _LogMel(nn.Module):
         return 10.0 * torch.log10((x @ self.melW).clamp(min=1e-10))
 
 
-class _ConvBlock(nn.Module):
+class ConvBlock(nn.Module):
+    """PANNs conv block: (3x3 conv, BN, ReLU) twice, then average pooling (also CAVP's audio encoder)."""
+
     def __init__(self, cin: int, cout: int):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
@@ -102,7 +104,7 @@ class Cnn14(nn.Module):
         self.bn0 = nn.BatchNorm2d(N_MELS)
         chans = (1, *widths)
         for i in range(6):
-            setattr(self, f"conv_block{i + 1}", _ConvBlock(chans[i], chans[i + 1]))
+            setattr(self, f"conv_block{i + 1}", ConvBlock(chans[i], chans[i + 1]))
         self.fc1 = nn.Linear(widths[-1], widths[-1])
         self.fc_audioset = nn.Linear(widths[-1], classes)
 
