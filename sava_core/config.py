@@ -150,6 +150,9 @@ class FinetuneConfig(StrictModel):
     text_dropout: float = Field(0.1, ge=0, lt=1, description="probability of dropping text and condition together")
     text_only_dropout: float = Field(0.0, ge=0, lt=1, description="probability of dropping the text but keeping the "
                                      "aligned-latent condition, so that the condition alone also steers the generator")
+    text_swap: float = Field(0.0, ge=0, lt=1, description="probability of pairing a clip with another clip's text "
+                             "while keeping its own aligned-latent condition, so that where text and condition "
+                             "disagree the generator follows the condition")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=1500, batch_size=32, lr=1e-3, val_every=500))
 
 

@@ -150,6 +150,30 @@ def test_text_only_dropout_drops_the_text_and_keeps_the_condition(text_only):
         assert (c.text_mask[dropped] == null_mask).all()
 
 
+@pytest.mark.parametrize("text_swap", [0.0, 0.5])
+def test_text_swap_pairs_clips_with_another_clips_text_and_keeps_their_condition(text_swap):
+    from sava_core.components.params import DiffusionSamplerParams
+    from sava_core.components.sampling import DiffusersSampler
+    from sava_core.stages.generation import Phi
+
+    backbone = RecordingBackbone()
+    phi = Phi(4, 6)
+    objective = DiffusionObjective(backbone, DiffusersSampler(DiffusionSamplerParams()), 0.0, phi, text_swap=text_swap)
+    text = torch.arange(64.0)[:, None, None].expand(64, 3, 6)  # clip i's text is all i
+    mask = torch.ones(64, 3, dtype=torch.bool)
+    extra = torch.randn(64, 5, 4)
+    torch.manual_seed(0)
+    objective(torch.randn(64, 2, 4, 4), text, mask, torch.zeros(1, 3, 6), torch.zeros(1, 3, dtype=torch.bool), extra)
+    c = backbone.condition
+    own = c.text[:, 0, 0] == torch.arange(64.0)
+    assert torch.equal(c.extra, phi(extra))  # every clip keeps its own condition
+    if text_swap == 0.0:
+        assert own.all()
+    else:
+        assert 0.3 < (~own).float().mean() < 0.7
+        assert (c.text[~own, 0, 0] == (torch.arange(64.0) - 1)[~own] % 64).all()  # another clip's text, whole
+
+
 def test_shipped_weights_in_a_resized_component_are_a_clear_error():
     from sava_core.errors import SavaError
 
@@ -158,3 +182,32 @@ def test_shipped_weights_in_a_resized_component_are_a_clear_error():
         get_registries()["backbone"].build("synth_unet", {"modality": "video", "block_out_channels": [32, 32],
                                                           "pretrained": str(weights)},
                                            latent_shape=(16, 4, 8, 8), condition_dim=64)
+
+
+def test_audio_decoding_does_not_depend_on_the_global_random_state():
+    """Griffin-Lim's random initial phase comes from a fixed seed: decoding the same latents gives the
+    same waveform whatever ran before (so a cell's audio does not depend on which cells ran first)."""
+    from sava_synth.models import SynthAudioAE
+    from sava_synth.params import AudioAEParams
+
+    torch.manual_seed(0)
+    ae = SynthAudioAE(AudioAEParams(griffin_lim_iters=4)).eval()
+    grid = torch.randn(2, *ae.encode_grid(torch.zeros(1, 1, 16000)).shape[1:])
+    with torch.no_grad():
+        torch.manual_seed(1)
+        a = ae.decode_grid(grid)
+        torch.rand(1000)
+        b = ae.decode_grid(grid)
+    assert torch.equal(a, b)
+
+
+def test_settings_used_after_pretraining_keep_the_shipped_weights():
+    """Changing how Stage II's condition is attended (condition_window) reuses the shipped generators;
+    changing the backbone's architecture does not (it needs its own pretraining)."""
+    from sava_core.stages.generation import shipped_weights
+
+    def shipped(*overrides: str) -> bool:
+        return shipped_weights(plan(REPO / "recipes" / "quickstart.yaml", list(overrides)).cells[0].recipe) is not None
+
+    assert shipped() and shipped("model.audio_backbone.params.condition_window=0")
+    assert not shipped("model.audio_backbone.params.layers_per_block=2")

@@ -160,10 +160,15 @@ class SynthAudioAE(AudioEncoder):
         return self.ae.dec(grid / self.latent_scale)
 
     def vocode(self, log_mel: Tensor, samples: int) -> Tensor:
-        """Normalised log-mel (B, 1, n_mels, M) -> waveform (B, 1, samples) by Griffin-Lim."""
+        """Normalised log-mel (B, 1, n_mels, M) -> waveform (B, 1, samples) by Griffin-Lim, whose random
+        initial phase is drawn from a fixed seed, so the same mel always gives the same waveform (not
+        dependent on what used torch's global generator before)."""
         mel = torch.exp(log_mel.squeeze(1) * self.mel_std + self.mel_mean).clamp_min(0)
         spec = self.inverse_mel(mel)
-        wave = self.griffin_lim(spec)
+        devices = [spec.device] if spec.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # Griffin-Lim's random initial phase: the same every call
+            torch.manual_seed(0)
+            wave = self.griffin_lim(spec)
         wave = torch.nn.functional.pad(wave, (0, max(samples - wave.shape[-1], 0)))[..., :samples]
         return (wave / wave.abs().amax(-1, keepdim=True).clamp_min(1e-3) * 0.9).unsqueeze(1)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, model_validator
 
 from sava_core.config import StrictModel
@@ -136,6 +138,8 @@ class SynthUNetParams(StrictModel):
     (``condition_window``): text tokens are seen by every query, the k-th of T extra tokens only by
     queries at instants within ``condition_window`` / T of its own, (k + 1/2) / T of the clip.
     """
+
+    after_pretraining: ClassVar[tuple[str, ...]] = ("condition_window",)  # left out of the pretrain key
 
     modality: str = Field(..., pattern="^(video|audio)$")
     block_out_channels: tuple[int, ...] | None = Field(

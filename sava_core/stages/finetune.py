@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from sava_core.config import Recipe
+from sava_core.errors import SavaError
 from sava_core.io import atomic_write_with
 from sava_core.registry import Registries
 from sava_core.stages.align import AlignModel, use_cpu
@@ -56,8 +57,6 @@ def load_stage1(recipe: Recipe, cell_dir: Path, registries: Registries, video_di
                                               in_dim=video_dim, out_dim=recipe.align.width)
     path = cell_dir / "model.safetensors"
     if not path.is_file():
-        from sava_core.errors import SavaError
-
         raise SavaError(f"{path} not found: the finetune and generate stages need the align stage of the same run; "
                         "put align before them in `stages`")
     state = load_file(str(path))
@@ -94,8 +93,6 @@ def conditioned(gen: Generators, direction: str, recipe: Recipe, state: dict[str
 def load_conditioned(gen: Generators, direction: str, recipe: Recipe, cell_dir: Path) -> Conditioned:
     path = cell_dir / f"{direction}.safetensors"
     if not path.is_file():
-        from sava_core.errors import SavaError
-
         raise SavaError(f"{path} not found: add `finetune` (with finetune.directions including {direction}) before `generate`")
     c = conditioned(gen, direction, recipe, load_file(str(path)))
     c.backbone.eval()
@@ -132,7 +129,8 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
         torch.manual_seed(recipe.seed)
         c = conditioned(gen, direction, recipe, in_place=True)
         c.backbone.train()
-        objective = DiffusionObjective(c.backbone, gen.sampler, cfg.text_dropout, c.phi, cfg.text_only_dropout)
+        objective = DiffusionObjective(c.backbone, gen.sampler, cfg.text_dropout, c.phi, cfg.text_only_dropout,
+                                      cfg.text_swap)
         trainer = Trainer(objective, cfg.train, seed=recipe.seed + 2, cpu=use_cpu(recipe.device),
                           checkpoint_dir=cell_dir / "checkpoints" / direction, events=EventLog(cell_dir / "log.jsonl"),
                           name=direction, tracking=recipe.tracking, tracking_dir=cell_dir / "tracking")

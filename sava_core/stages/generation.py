@@ -51,16 +51,32 @@ def _require(recipe: Recipe, *names: str) -> None:
                         "see recipes/quickstart.yaml for a complete example")
 
 
+SLOT_KINDS = {"video_encoder": "video_encoder", "audio_encoder": "audio_encoder", "video_backbone": "backbone",
+              "audio_backbone": "backbone", "video_vae": "video_encoder", "audio_vae": "audio_encoder",
+              "text_encoder": "text_encoder", "video_text_encoder": "text_encoder",
+              "audio_text_encoder": "text_encoder", "sampler": "sampler"}
+
+
 def pretrain_key(recipe: Recipe) -> str:
-    """Hash of everything pretrained weights depend on: the world, the components (not their
-    ``pretrained`` paths) and the pretrain section."""
+    """Hash of everything pretrained weights depend on: the world, the components and the pretrain
+    section. Left out: the components' ``pretrained`` paths and the params their params model lists in
+    ``after_pretraining`` (settings that only matter once the weights exist, e.g. how Stage II's
+    condition tokens are attended), so changing those does not train the world's generators again."""
+    from sava_core.registry import get_registries
+
     m = recipe.model
+    registries = get_registries()
     parts: dict[str, Any] = {"data": recipe.data.model_dump(), "pretrain": recipe.pretrain.model_dump(exclude={"weights"})}
     for name in WEIGHT_FILES | {"text_encoder": None, "sampler": None, "video_text_encoder": None, "audio_text_encoder": None}:
         ref = getattr(m, name)
         if ref is None and name.endswith("_text_encoder"):
             continue  # absent per-backbone text encoders leave the key as it was before they existed
-        parts[name] = None if ref is None else {"name": ref.name, "params": {k: v for k, v in ref.params.items() if k != "pretrained"}}
+        if ref is None:
+            parts[name] = None
+            continue
+        params_model = getattr(registries[SLOT_KINDS[name]].get(ref.name).load(), "Params", None)
+        skip = {"pretrained", *getattr(params_model, "after_pretraining", ())}
+        parts[name] = {"name": ref.name, "params": {k: v for k, v in ref.params.items() if k not in skip}}
     return canonical_hash(parts)
 
 
@@ -100,10 +116,9 @@ def pretrained_dir(recipe: Recipe) -> Path | None:
 def pretrain_stage_slots(recipe: Recipe, registries: Registries) -> dict[str, bool]:
     """For each encoder / backbone slot the recipe sets: is its component trained by the ``pretrain``
     stage (a synthetic world's) rather than loading its own weights?"""
-    kinds = {"video_encoder": "video_encoder", "audio_encoder": "audio_encoder", "video_backbone": "backbone",
-             "audio_backbone": "backbone", "video_vae": "video_encoder", "audio_vae": "audio_encoder"}
-    return {slot: bool(getattr(registries[kind].get(ref.name).load(), "pretrain_stage", False))
-            for slot, kind in kinds.items() if (ref := getattr(recipe.model, slot)) is not None}
+    slots = ("video_encoder", "audio_encoder", "video_backbone", "audio_backbone", "video_vae", "audio_vae")
+    return {slot: bool(getattr(registries[SLOT_KINDS[slot]].get(ref.name).load(), "pretrain_stage", False))
+            for slot in slots if (ref := getattr(recipe.model, slot)) is not None}
 
 
 def uses_pretrain_stage(recipe: Recipe, registries: Registries) -> bool:
@@ -292,14 +307,18 @@ class DiffusionObjective(nn.Module):
     """Eq. 8: || target - eps_theta(x_t, t, c) ||^2 with c = [text ; phi(extra)], dropping c (text and
     extra together) with probability ``dropout`` so that classifier-free guidance works, and, with
     probability ``text_only_dropout``, the text alone (the extra condition kept), so that the model
-    also learns to generate from the extra condition without the text. The target follows the
+    also learns to generate from the extra condition without the text, and, with probability
+    ``text_swap``, replacing the text by another clip's of the batch (the clip's own extra condition
+    and target kept), so that where text and extra condition disagree the model learns to follow the
+    extra condition for what it carries. The target follows the
     backbone's ``prediction_type``: the noise (epsilon), the velocity alpha_t * eps - sigma_t * x0
     (v_prediction) or x0 (sample)."""
 
     def __init__(self, backbone: nn.Module, sampler: Any, dropout: float, phi: nn.Module | None = None,
-                 text_only_dropout: float = 0.0):
+                 text_only_dropout: float = 0.0, text_swap: float = 0.0):
         super().__init__()
-        self.backbone, self.phi, self.dropout, self.text_only_dropout = backbone, phi, dropout, text_only_dropout
+        self.backbone, self.phi, self.dropout = backbone, phi, dropout
+        self.text_only_dropout, self.text_swap = text_only_dropout, text_swap
         self.scheduler = sampler.train_scheduler(backbone)
         self.prediction_type = backbone.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
@@ -315,6 +334,10 @@ class DiffusionObjective(nn.Module):
         drop_text = drop
         if self.phi is not None and extra is not None and self.text_only_dropout > 0:
             drop_text = drop | (torch.rand(b, device=x0.device) < self.text_only_dropout)
+        if self.phi is not None and extra is not None and self.text_swap > 0 and b > 1:
+            swap = torch.rand(b, device=x0.device) < self.text_swap
+            text = torch.where(swap[:, None, None], text.roll(1, 0), text)
+            mask = torch.where(swap[:, None], mask.roll(1, 0), mask)
         text = torch.where(drop_text[:, None, None], null_text.expand_as(text), text)
         mask = torch.where(drop_text[:, None], null_mask.expand_as(mask), mask)
         cond = Condition(text, mask)
