@@ -169,10 +169,18 @@ class GenerateConfig(StrictModel):
     save_media: int = Field(4, ge=0, description="samples written as mp4 + wav + figure")
     sensitivity: bool = Field(False, description="appendix E: also generate prompt pairs that change one non-audible "
                                                  "or one audible attribute under the same seeds and report how much the audio changes")
+    caption_shift: int = Field(0, ge=0, description="v2a: pair test clip i's real video with the caption of clip "
+                               "i + caption_shift (counterfactual captions: does the audio follow the video or the text?)")
     metrics: list[str] = Field(default_factory=list, description="metric specs as for `sava eval -m` (e.g. 'fad "
                                "extractor_params.checkpoint=/w/vggish.pth'), run on every generated clip")
     reference: str | None = Field(None, description="reference clips (folder or manifest) or statistics saved by "
                                                     "`sava eval --save-stats`, for the metrics that compare")
+
+    @model_validator(mode="after")
+    def _caption_shift_is_v2a(self) -> GenerateConfig:
+        if self.caption_shift and self.mode != "v2a":
+            raise ValueError(f"caption_shift pairs real test videos with other clips' captions; it needs mode: v2a, not {self.mode}")
+        return self
 
 
 class TrackingConfig(StrictModel):

@@ -56,6 +56,31 @@ def test_the_tiny_preset_runs_every_stage_and_writes_clips(path, tmp_path, monke
             assert (clip.with_suffix(".wav")).is_file() and (clip.with_suffix(".png")).is_file()
 
 
+def test_v2a_with_shifted_captions_checks_the_audio_against_the_real_video_and_the_caption(tmp_path, monkeypatch):
+    """``generate.caption_shift``: clip i's real video with clip i+1's caption; on the media world the
+    ground-truth checks say whether the audio followed the video (class_consistency, sync) or the
+    text (audio_class_acc)."""
+    import json
+
+    from sava_core.stages.generation import load_media, media_dataset
+
+    monkeypatch.setenv("SAVA_CACHE", str(tmp_path / "cache"))
+    p = plan(REPO / "recipes" / "paper" / "v2a.yaml", ["preset=tiny", "report.plot=false", "generate.caption_shift=1"])
+    run_plan(p, tmp_path / "run")
+    cell = tmp_path / "run" / "runs" / p.cells[0].variant / "seed-0"
+    recipe = p.cells[0].recipe
+    captions = load_media(media_dataset(recipe, get_registries()), "test", recipe.generate.prompts).captions
+    used = [row["prompt"] for row in json.loads((cell / "samples" / "prompts.json").read_text())]
+    assert used == captions[1:] + captions[:1]
+    metrics = json.loads((cell / "metrics.json").read_text())
+    assert {"class_consistency", "audio_class_acc", "sync_error_ms"} <= set(metrics)
+
+
+def test_caption_shift_outside_v2a_is_a_clear_error():
+    result = run_cli("validate", str(REPO / "recipes" / "quickstart.yaml"), "generate.caption_shift=1")
+    assert result.returncode == 2 and "caption_shift" in result.stdout + result.stderr and "v2a" in result.stdout + result.stderr
+
+
 STAGE2 = [p for p in PAPER if p.stem in ("t2av_cogvideox_audioldm", "t2av_animatediff_audioldm2")]
 
 

@@ -212,12 +212,15 @@ class MediaWorld(Dataset):
 
     def clip(self, split: str, index: int) -> Clip:
         """Clip ``index`` of ``split``; ``meta`` adds its split, index and seed."""
+        clip = self.render(self.factors(split, index))
+        clip.meta.update(split=split, index=index, seed=stable_seed(self.params.seed, split, index))
+        return clip
+
+    def factors(self, split: str, index: int) -> MediaFactors:
+        """The factors clip ``index`` of ``split`` is rendered from (its ground truth)."""
         if not 0 <= index < self.split_size(split):
             raise IndexError(f"{split} has {self.split_size(split)} clips, not index {index}")
-        seed = stable_seed(self.params.seed, split, index)
-        clip = self.render(self.sample_factors(seed))
-        clip.meta.update(split=split, index=index, seed=seed)
-        return clip
+        return self.sample_factors(stable_seed(self.params.seed, split, index))
 
     # -- factors -----------------------------------------------------------------------------
 

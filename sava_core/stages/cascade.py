@@ -11,6 +11,8 @@ Modes (``generate.mode``):
 * ``v2a``: video-to-audio (Table 2): TV2A conditioned on P_theta of the test clips' *real* video and
   on their captions; the real test segments are written beside the generated ones as the paired
   reference of ``generate.metrics`` (KL, ISc, FD, FAD) unless ``generate.reference`` is set.
+  ``generate.caption_shift`` gives clip i the caption of clip i + shift instead (counterfactual
+  captions: does the audio follow the video or the text?).
 
 Every sample's video and audio are checked against the prompt's ground truth when the dataset
 knows it (``prompts`` / ``ground_truth_metrics``); Fréchet distances of the generated clips'
@@ -131,13 +133,18 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
         prompts, truth = [p for p, _ in pairs], [f for _, f in pairs]
     else:
         test = load_media(data, "test", cfg.prompts)
-        prompts, truth = test.captions, None
+        shifted = [(i + cfg.caption_shift) % len(test.captions) for i in range(len(test.captions))]
+        prompts = [test.captions[j] for j in shifted]
+        # v2a on a world with ground truth: the real video's events and class against the generated
+        # audio, and the caption's clip's factors as what the text asked for
+        known = hasattr(data, "factors") and hasattr(data, "ground_truth_metrics")
+        truth = [data.factors("test", j) for j in shifted] if known else None
     clip = data.media("test")[0]
     metrics: dict[str, float] = {}
     if cfg.mode == "v2a":
         assert test is not None
         gen = build_generators(recipe, registries, recorded_weights(cell_dir, recipe, required=uses_pretrain_stage(recipe, registries)))
-        video, audio, timings = _video_to_audio(gen, recipe, load_parts(gen, recipe, cell_dir, registries), test)
+        video, audio, timings = _video_to_audio(gen, recipe, load_parts(gen, recipe, cell_dir, registries), test.video, prompts)
     elif cfg.mode == "joint":
         video, audio, timings = _generate_joint(recipe, registries, prompts, clip.sample_rate, clip.audio.shape[0])
     else:
@@ -158,28 +165,30 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
         reference = cfg.reference
         if reference is None and cfg.mode == "v2a":
             assert test is not None
-            reference = _write_clips(cell_dir / "eval" / "reference", prompts, test.video, test.audio, clip.fps, clip.sample_rate)
+            reference = _write_clips(cell_dir / "eval" / "reference", test.captions, test.video, test.audio, clip.fps,
+                                     clip.sample_rate)
         folder = _write_clips(cell_dir / "eval" / "clips", prompts, video, audio, clip.fps, clip.sample_rate)
         metrics |= _evaluate(cell_dir, folder, cfg.metrics, reference)
     return metrics
 
 
 @torch.no_grad()
-def _video_to_audio(gen: Generators, recipe: Recipe, parts: CascadeParts, test: Any) -> tuple[Tensor, Tensor, dict[str, float]]:
-    """``generate.mode: v2a``: audio for the test clips' real video (N, F, 3, H, W) and captions, by
-    TV2A conditioned on P_theta of the video's f_v latents; batch b is seeded by (run seed, b)."""
+def _video_to_audio(gen: Generators, recipe: Recipe, parts: CascadeParts, videos: Tensor,
+                    captions: list[str]) -> tuple[Tensor, Tensor, dict[str, float]]:
+    """``generate.mode: v2a``: audio for real videos (N, F, 3, H, W) and their captions, by TV2A
+    conditioned on P_theta of the video's f_v latents; batch b is seeded by (run seed, b)."""
     size, audios = recipe.generate.batch_size, []
     t0 = time.perf_counter()
-    for start in range(0, len(test.captions), size):
-        video = test.video[start : start + size]
-        text = encode_text(gen.text_encoders["audio"], test.captions[start : start + size])
+    for start in range(0, len(captions), size):
+        video = videos[start : start + size]
+        text = encode_text(gen.text_encoders["audio"], captions[start : start + size])
         device = module_device(parts.projector)
         seq_v = video_sequence(gen, encode_grids(gen.video_vae, video), video).to(device)
         cond, uncond = _conditions(text, parts.tv2a.phi(parts.projector(seq_v)))
         g = torch.Generator().manual_seed(recipe.seed * 100_003 + start)
         grid = gen.sampler.sample(parts.tv2a.backbone, cond, uncond, len(video), g)
         audios.append(gen.audio_vae.decode_grid(grid).float().cpu())
-    return test.video, torch.cat(audios), {"tv2a": time.perf_counter() - t0}
+    return videos, torch.cat(audios), {"tv2a": time.perf_counter() - t0}
 
 
 def _write_clips(folder: Path, captions: list[str], video: Tensor, audio: Tensor, fps: float, sample_rate: int) -> Path:
