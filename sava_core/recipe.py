@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -296,6 +297,33 @@ def plan_data(data: dict[str, Any], overrides: list[str] | None = None, registri
             assert cell_recipe is not None
             for seed in base.seeds:
                 cells.append(Cell(name, seed, cell_recipe.model_copy(update={"seed": seed})))
+    problems += _mixed_precision_problems(cells)
     if problems:
         raise RecipeError(problems, source=str(path))
     return Plan(resolved, cells)
+
+
+def _mixed_precision_problems(cells: list[Cell]) -> list[Problem]:
+    """Accelerate's mixed precision is process-wide: the first training phase of the run fixes it (a
+    null value: what `accelerate launch` set, else `no`) and a later phase may only repeat it or leave
+    it null. Walks the phases in the order the runner trains them (the pretrain stage, which trains
+    only when its weights are missing, counts only where it sets a value)."""
+    state: tuple[str, str] | None = None  # (value, where it was set)
+    for cell in cells:
+        r = cell.recipe
+        phases = [(f"pretrain.{k}", getattr(r.pretrain, k)) for k in ("autoencoder", "video", "audio")
+                  if "pretrain" in r.stages and getattr(r.pretrain, k).mixed_precision is not None]
+        if "align" in r.stages:
+            phases += [("align.train", r.align.train), ("align.projector_train", r.align.projector_train)]
+        if "finetune" in r.stages:
+            phases.append(("finetune.train", r.finetune.train))
+        for where, train in phases:
+            value = train.mixed_precision
+            if state is None:
+                state = (value or os.environ.get("ACCELERATE_MIXED_PRECISION", "no"), f"{cell.variant}: {where}")
+            elif value is not None and value != state[0]:
+                return [Problem(f"{cell.variant} -> {where}.mixed_precision",
+                                f"{value}, but {state[1]} already fixed it to {state[0]} for the whole run (Accelerate's mixed "
+                                "precision is process-wide); give the first training phase the same value, or leave them all "
+                                "null and use `accelerate launch --mixed_precision ...`")]
+    return []

@@ -93,8 +93,20 @@ def make_accelerator(config: TrainConfig, *, cpu: bool, tracking: TrackingConfig
     kwargs: dict[str, Any] = {}
     if config.mixed_precision is not None:
         kwargs["mixed_precision"] = config.mixed_precision
-    return Accelerator(cpu=cpu, gradient_accumulation_steps=config.gradient_accumulation_steps,
-                       log_with=log_with, project_dir=str(tracking_dir) if tracking_dir else None, **kwargs)
+    try:
+        return Accelerator(cpu=cpu, gradient_accumulation_steps=config.gradient_accumulation_steps,
+                           log_with=log_with, project_dir=str(tracking_dir) if tracking_dir else None, **kwargs)
+    except ValueError as exc:
+        if "already been initialized" not in str(exc) or config.mixed_precision is None:
+            raise
+        from accelerate.state import AcceleratorState
+
+        raise SavaError(
+            f"mixed_precision: {config.mixed_precision} in a training phase that runs after one with "
+            f"{AcceleratorState().mixed_precision} (a null value means Accelerate's default, `no`); Accelerate's "
+            "mixed precision is process-wide, so give every training phase of the recipe the same value, or leave "
+            "them all null and use `accelerate launch --mixed_precision ...`"
+        ) from None
 
 
 class Trainer:

@@ -100,3 +100,32 @@ def test_a_preset_applies_its_overrides_and_the_command_line_still_wins(tmp_path
     assert cells[0].recipe.align.width == 8 and cells[0].recipe.align.train.steps == 5
     with pytest.raises(RecipeError, match="'huge' is not one of this recipe's presets \\(tiny\\)"):
         plan(recipe, ["preset=huge"])
+
+
+def test_mixed_precision_that_accelerate_cannot_switch_within_a_run_is_caught_before_it_runs(monkeypatch):
+    """Accelerate's mixed precision is process-wide: a later training phase (or cell) asking for another
+    value than the first phase fixed would fail hours in; it is a recipe problem naming both phases.
+    A null phase after an explicit one inherits its value."""
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    quickstart = REPO / "recipes" / "quickstart.yaml"
+    assert plan(quickstart, ["align.train.mixed_precision=bf16"]).cells
+    with pytest.raises(RecipeError, match=r"finetune\.train\.mixed_precision.*bf16.*align\.train already fixed it to no"):
+        plan(quickstart, ["finetune.train.mixed_precision=bf16"])
+    with pytest.raises(RecipeError, match="process-wide"):  # a variant that differs from the cells before it
+        plan(quickstart, ["align.train.mixed_precision=bf16",
+                          "variants={a: [], b: [align.train.mixed_precision=fp16]}"])
+
+
+def test_a_second_mixed_precision_in_one_process_is_a_clear_error():
+    from accelerate.state import AcceleratorState
+
+    from sava_core.config import TrainConfig
+    from sava_core.training import make_accelerator
+
+    try:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        make_accelerator(TrainConfig(mixed_precision="no"), cpu=True)
+        with pytest.raises(SavaError, match="mixed_precision: bf16 .* after one with no.*process-wide"):
+            make_accelerator(TrainConfig(mixed_precision="bf16"), cpu=True)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
