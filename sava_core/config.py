@@ -151,8 +151,9 @@ class FinetuneConfig(StrictModel):
     text_only_dropout: float = Field(0.0, ge=0, lt=1, description="probability of dropping the text but keeping the "
                                      "aligned-latent condition, so that the condition alone also steers the generator")
     text_swap: float = Field(0.0, ge=0, lt=1, description="probability of pairing a clip with another clip's text "
-                             "while keeping its own aligned-latent condition, so that where text and condition "
-                             "disagree the generator follows the condition")
+                             "while keeping its own aligned-latent condition, to teach the generator to follow the "
+                             "condition where the two disagree (on the media world it then follows the video's timing, "
+                             "not its class: docs/generation.md)")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=1500, batch_size=32, lr=1e-3, val_every=500))
 
 
