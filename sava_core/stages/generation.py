@@ -51,10 +51,12 @@ def _require(recipe: Recipe, *names: str) -> None:
                         "see recipes/quickstart.yaml for a complete example")
 
 
-SLOT_KINDS = {"video_encoder": "video_encoder", "audio_encoder": "audio_encoder", "video_backbone": "backbone",
-              "audio_backbone": "backbone", "video_vae": "video_encoder", "audio_vae": "audio_encoder",
-              "text_encoder": "text_encoder", "video_text_encoder": "text_encoder",
-              "audio_text_encoder": "text_encoder", "sampler": "sampler"}
+def _slot_kinds() -> dict[str, str]:
+    """``model.<slot>`` -> its component kind, as the recipe schema declares it."""
+    from sava_core.config import ModelSection
+    from sava_core.recipe import component_paths
+
+    return dict(component_paths(ModelSection))
 
 
 def pretrain_key(recipe: Recipe) -> str:
@@ -65,7 +67,7 @@ def pretrain_key(recipe: Recipe) -> str:
     from sava_core.registry import get_registries
 
     m = recipe.model
-    registries = get_registries()
+    registries, kinds = get_registries(), _slot_kinds()
     parts: dict[str, Any] = {"data": recipe.data.model_dump(), "pretrain": recipe.pretrain.model_dump(exclude={"weights"})}
     for name in WEIGHT_FILES | {"text_encoder": None, "sampler": None, "video_text_encoder": None, "audio_text_encoder": None}:
         ref = getattr(m, name)
@@ -74,7 +76,7 @@ def pretrain_key(recipe: Recipe) -> str:
         if ref is None:
             parts[name] = None
             continue
-        params_model = getattr(registries[SLOT_KINDS[name]].get(ref.name).load(), "Params", None)
+        params_model = getattr(registries[kinds[name]].get(ref.name).load(), "Params", None)
         skip = {"pretrained", *getattr(params_model, "after_pretraining", ())}
         parts[name] = {"name": ref.name, "params": {k: v for k, v in ref.params.items() if k not in skip}}
     return canonical_hash(parts)
@@ -117,7 +119,8 @@ def pretrain_stage_slots(recipe: Recipe, registries: Registries) -> dict[str, bo
     """For each encoder / backbone slot the recipe sets: is its component trained by the ``pretrain``
     stage (a synthetic world's) rather than loading its own weights?"""
     slots = ("video_encoder", "audio_encoder", "video_backbone", "audio_backbone", "video_vae", "audio_vae")
-    return {slot: bool(getattr(registries[SLOT_KINDS[slot]].get(ref.name).load(), "pretrain_stage", False))
+    kinds = _slot_kinds()
+    return {slot: bool(getattr(registries[kinds[slot]].get(ref.name).load(), "pretrain_stage", False))
             for slot in slots if (ref := getattr(recipe.model, slot)) is not None}
 
 
