@@ -113,6 +113,44 @@ def test_prompt_factors_change_one_attribute_under_a_seed():
         w.sample_factors(7, class_id=4)
 
 
+def test_captions_leave_the_object_unnamed_at_the_requested_rate():
+    """`p_object_named` < 1: some captions say "something" (only the picture tells the class); the
+    clip, its class and every other factor are what the same seed gives with the object named."""
+    w = world(n_train=200, p_object_named=0.5)
+    named = [w.factors("train", i).object_named for i in range(200)]
+    assert 0.35 < sum(named) / len(named) < 0.65
+    i = named.index(False)
+    clip = w.clip("train", i)
+    assert clip.caption.startswith("something bounces ") and clip.meta["caption_factors"]["object"] is None
+    assert not any(c.noun in clip.caption for c in CLASSES)
+    shown = w.render(dataclasses.replace(w.factors("train", i), object_named=True))
+    assert torch.equal(shown.video, clip.video) and torch.equal(shown.audio, clip.audio)
+    assert shown.caption.startswith(f"{_article_of(shown.meta['class_name'])} {shown.meta['class_name']} bounces ")
+    assert all(world(n_train=200).factors("train", j).object_named for j in range(20))  # default: always named
+    edits = w.prompt_edits(8, seed=0)
+    assert all(f.object_named for pairs in edits.values() for _, f in pairs)
+
+
+def _article_of(phrase: str) -> str:
+    return "an" if phrase[0] in "aeiou" else "a"
+
+
+def test_class_checks_split_by_whether_the_prompt_names_the_object():
+    """Faithfulness to the class is scored only on prompts naming it; consistency is split in two."""
+    w = world(duration=2.0, n_classes=4)
+    named = w.sample_factors(1, class_id=0, object_named=True)
+    unnamed = w.sample_factors(2, class_id=1, object_named=False)
+    clips = [w.render(named), w.render(unnamed)]
+    video = torch.stack([c.video for c in clips])
+    audio = torch.stack([clips[0].audio, w.render(dataclasses.replace(unnamed, class_id=2)).audio])
+    m = w.ground_truth_metrics(video, audio, [named, unnamed], tolerance_s=0.25)
+    assert m["class_consistency_named"] == 1.0 and m["class_consistency_unnamed"] == 0.0
+    assert m["class_consistency"] == 0.5
+    assert m["video_class_acc"] == 1.0 and m["audio_class_acc"] == 1.0  # the named prompt only
+    only_named = w.ground_truth_metrics(video[:1], audio[:1], [named], tolerance_s=0.25)
+    assert "class_consistency_named" not in only_named and "class_consistency_unnamed" not in only_named
+
+
 def test_params_reject_impossible_worlds():
     with pytest.raises(ValidationError):
         MediaWorldParams(height=31)

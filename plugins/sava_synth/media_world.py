@@ -93,6 +93,7 @@ class MediaFactors:
 
     ``static_object`` is an index into :data:`STATIC_OBJECTS` or None; ``noise_seed`` seeds the
     wind noise. ``event_gains`` are the impact tones' peak amplitudes, one per event.
+    ``object_named`` says whether the caption names the moving object (else it says "something").
     """
 
     class_id: int
@@ -109,6 +110,7 @@ class MediaFactors:
     hum_freq: float
     offscreen_times: tuple[float, ...]
     noise_seed: int
+    object_named: bool = True
 
     @property
     def n_events(self) -> int:
@@ -122,11 +124,12 @@ def stable_seed(*parts: Any) -> int:
 
 
 def caption_factors(factors: MediaFactors) -> dict[str, Any]:
-    """The attributes a caption names: class, number of impacts, background, static object, sounds."""
+    """The attributes a caption names: class (None when the caption leaves the object unnamed), number
+    of impacts, background, static object, sounds."""
     cls = CLASSES[factors.class_id]
     static = None if factors.static_object is None else STATIC_OBJECTS[factors.static_object]
     return {
-        "object": f"{cls.colour_name} {cls.noun}",
+        "object": f"{cls.colour_name} {cls.noun}" if factors.object_named else None,
         "n_events": factors.n_events,
         "background": BACKGROUNDS[factors.background][0],
         "texture": TEXTURES[factors.texture],
@@ -139,12 +142,14 @@ def caption_factors(factors: MediaFactors) -> dict[str, Any]:
 
 def caption(factors: MediaFactors) -> str:
     """A VideoBLIP-like caption naming shared and modality-specific content, e.g. "a red ball bounces
-    twice in front of a striped blue wall next to a green box, wind blowing, a bird chirps off-screen"."""
+    twice in front of a striped blue wall next to a green box, wind blowing, a bird chirps off-screen";
+    "something bounces twice ..." when the object is left unnamed."""
     f = caption_factors(factors)
     n = f["n_events"]
     count = _COUNT_WORDS[n - 1] if n <= len(_COUNT_WORDS) else f"{n} times"
     texture = "" if f["texture"] == "plain" else f"{f['texture']} "
-    text = f"{_article(f['object'])} bounces {count} in front of {_article(texture + f['background'])} wall"
+    subject = "something" if f["object"] is None else _article(f["object"])
+    text = f"{subject} bounces {count} in front of {_article(texture + f['background'])} wall"
     if f["static_object"] is not None:
         text += f" next to {_article(f['static_object'])}"
     sounds = [s for s, on in (("wind blowing", f["wind"]), ("a low hum", f["hum"]),
@@ -198,10 +203,13 @@ class MediaWorld(Dataset):
     def prompt_edits(self, n: int, seed: int) -> dict[str, list[tuple[str, MediaFactors]]]:
         """Appendix E: the :meth:`prompts` (``base``) and, under the same seeds, the same prompts with one
         non-audible attribute changed (``non_audible``: the wall colour) or one audible attribute
-        changed (``audible``: the object's class, hence its look and its sound)."""
-        base = [self.sample_factors(seed + i) for i in range(n)]
-        non_audible = [self.sample_factors(seed + i, background=(f.background + 1) % len(BACKGROUNDS)) for i, f in enumerate(base)]
-        audible = [self.sample_factors(seed + i, class_id=(f.class_id + 1) % self.params.n_classes) for i, f in enumerate(base)]
+        changed (``audible``: the object's class, hence its look and its sound). Every prompt here names
+        the object, so that changing the class changes the prompt."""
+        base = [self.sample_factors(seed + i, object_named=True) for i in range(n)]
+        non_audible = [self.sample_factors(seed + i, object_named=True, background=(f.background + 1) % len(BACKGROUNDS))
+                       for i, f in enumerate(base)]
+        audible = [self.sample_factors(seed + i, object_named=True, class_id=(f.class_id + 1) % self.params.n_classes)
+                   for i, f in enumerate(base)]
         return {name: [(caption(f), f) for f in fs] for name, fs in
                 (("base", base), ("non_audible", non_audible), ("audible", audible))}
 
@@ -228,11 +236,12 @@ class MediaWorld(Dataset):
         """Draw a clip's factors from ``seed``, holding the attributes a prompt names in ``fixed``.
 
         ``fixed`` may hold ``class_id``, ``n_events``, ``background``, ``texture``,
-        ``static_object`` (index or None), ``wind``, ``hum`` and ``offscreen`` (bool). Each factor
+        ``static_object`` (index or None), ``wind``, ``hum``, ``offscreen`` and ``object_named`` (bool). Each factor
         draws from its own generator, so fixing or changing one attribute leaves all others equal
         under the same seed (changing ``n_events`` redraws only the impact times and gains).
         """
-        allowed = {"class_id", "n_events", "background", "texture", "static_object", "wind", "hum", "offscreen"}
+        allowed = {"class_id", "n_events", "background", "texture", "static_object", "wind", "hum", "offscreen",
+                   "object_named"}
         if unknown := set(fixed) - allowed:
             raise ValueError(f"cannot fix {sorted(unknown)}; choose from {sorted(allowed)}")
         p = self.params
@@ -296,6 +305,7 @@ class MediaWorld(Dataset):
             hum_freq=HUM_RANGE[0] + hum_freq * (HUM_RANGE[1] - HUM_RANGE[0]),
             offscreen_times=chirp_times if fixed.get("offscreen", has_offscreen) else (),
             noise_seed=stable_seed(seed, "noise"),
+            object_named=bool(fixed.get("object_named", uniform(rng("naming"))[0] < p.p_object_named)),
         )
 
     # -- rendering ---------------------------------------------------------------------------
@@ -486,11 +496,14 @@ def ground_truth_metrics(video: Tensor, audio: Tensor, fps: float, sample_rate: 
     ``sync_error_ms`` (for each seen impact, the distance to the nearest heard one, capped at 1 s;
     1 s when nothing is heard), ``event_f1`` (heard vs seen impacts matched within ``tolerance_s``),
     ``class_consistency`` (the class seen equals the class heard), ``video_class_acc`` and
-    ``audio_class_acc`` (equal to the prompt's class) and ``count_acc`` (seen impacts = prompted)."""
+    ``audio_class_acc`` (equal to the prompt's class; over the prompts that name the object) and
+    ``count_acc`` (seen impacts = prompted). When only some prompts name the object,
+    ``class_consistency_named`` and ``class_consistency_unnamed`` split the consistency between them."""
     from sava_synth.events import classify_audio, classify_video, detect_audio_events, detect_visual_events, match_events
 
     rows: dict[str, list[float]] = {k: [] for k in ("sync_error_ms", "event_f1", "class_consistency",
-                                                   "video_class_acc", "audio_class_acc", "count_acc")}
+                                                   "video_class_acc", "audio_class_acc", "count_acc",
+                                                   "class_consistency_named", "class_consistency_unnamed")}
     for v, a, f in zip(video, audio, factors):
         seen, heard = detect_visual_events(v, fps), detect_audio_events(a, sample_rate)
         gaps = [min([abs(s - h) for h in heard] + [1.0]) for s in seen]
@@ -498,7 +511,11 @@ def ground_truth_metrics(video: Tensor, audio: Tensor, fps: float, sample_rate: 
         rows["event_f1"].append(match_events(heard, seen, tolerance_s)["f1"])
         cv, ca = classify_video(v, n_classes), classify_audio(a, sample_rate, n_classes)
         rows["class_consistency"].append(float(cv == ca))
-        rows["video_class_acc"].append(float(cv == f.class_id))
-        rows["audio_class_acc"].append(float(ca == f.class_id))
+        rows["class_consistency_named" if f.object_named else "class_consistency_unnamed"].append(float(cv == ca))
+        if f.object_named:
+            rows["video_class_acc"].append(float(cv == f.class_id))
+            rows["audio_class_acc"].append(float(ca == f.class_id))
         rows["count_acc"].append(float(len(seen) == f.n_events))
-    return {k: sum(v) / len(v) for k, v in rows.items()}
+    if not rows["class_consistency_unnamed"]:
+        del rows["class_consistency_named"]
+    return {k: sum(v) / len(v) for k, v in rows.items() if v}

@@ -69,6 +69,11 @@ class MediaWorldParams(StrictModel):
     )
     hum_level: float = Field(0.1, ge=0, le=0.5, description="hum amplitude (full scale 1)")
     chirp_level: float = Field(0.3, ge=0, le=0.8, description="chirp amplitude (full scale 1)")
+    p_object_named: float = Field(
+        1.0, ge=0, le=1,
+        description="probability that a caption names the moving object (else 'something bounces ...', so that "
+        "only the picture tells what is heard)",
+    )
     n_train: int = Field(1000, ge=1, description="clips in the train split")
     n_val: int = Field(100, ge=1, description="clips in the val split")
     n_test: int = Field(200, ge=1, description="clips in the test split")
