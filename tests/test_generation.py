@@ -202,12 +202,15 @@ def test_audio_decoding_does_not_depend_on_the_global_random_state():
 
 
 def test_settings_used_after_pretraining_keep_the_shipped_weights():
-    """Changing how Stage II's condition is attended (condition_window) reuses the shipped generators;
-    changing the backbone's architecture does not (it needs its own pretraining)."""
+    """Changing how Stage II's condition is attended (condition_window) or how the sampler runs the
+    reverse process (guidance, steps, scheduler) reuses the shipped generators; changing the
+    backbone's architecture or the noise schedule does not (they need their own pretraining)."""
     from sava_core.stages.generation import shipped_weights
 
     def shipped(*overrides: str) -> bool:
         return shipped_weights(plan(REPO / "recipes" / "quickstart.yaml", list(overrides)).cells[0].recipe) is not None
 
     assert shipped() and shipped("model.audio_backbone.params.condition_window=0")
+    assert shipped("model.sampler.params.guidance_scale=5", "model.sampler.params.steps=10", "model.sampler.params.scheduler=dpm")
     assert not shipped("model.audio_backbone.params.layers_per_block=2")
+    assert not shipped("model.sampler.params.beta_schedule=linear")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -35,6 +35,9 @@ class MaskParams(StrictModel):
 
 class DiffusionSamplerParams(StrictModel):
     """The noise schedule (shared by training and sampling) and the reverse process (App. C)."""
+
+    # only the reverse process: left out of the synthetic world's pretrain key (changing them keeps its weights)
+    after_pretraining: ClassVar[tuple[str, ...]] = ("scheduler", "steps", "guidance_scale")
 
     scheduler: Literal["ddim", "dpm", "ddpm"] = Field("ddim", description="diffusers scheduler used to sample")
     steps: int = Field(25, ge=1, description="denoising steps at sampling time")
