@@ -150,6 +150,9 @@ class FinetuneConfig(StrictModel):
     text_dropout: float = Field(0.1, ge=0, lt=1, description="probability of dropping text and condition together")
     text_only_dropout: float = Field(0.0, ge=0, lt=1, description="probability of dropping the text but keeping the "
                                      "aligned-latent condition, so that the condition alone also steers the generator")
+    condition_dropout: float = Field(0.0, ge=0, lt=1, description="probability of dropping the aligned-latent "
+                                     "condition but keeping the text, so that the generator also learns the text-only "
+                                     "prediction that model.sampler.params.condition_guidance_scale guides from")
     text_swap: float = Field(0.0, ge=0, lt=1, description="probability of pairing a clip with another clip's text "
                              "while keeping its own aligned-latent condition, to teach the generator to follow the "
                              "condition where the two disagree (on the media world it then follows the video's timing, "

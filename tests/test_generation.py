@@ -9,8 +9,10 @@ from pathlib import Path
 import av
 import pytest
 import torch
+from torch import Tensor
 
 from conftest import REPO
+from sava_core.contracts import Condition
 from sava_core.media_io import read_mp4
 from sava_core.recipe import plan
 from sava_core.registry import get_registries
@@ -172,6 +174,71 @@ def test_text_swap_pairs_clips_with_another_clips_text_and_keeps_their_condition
     else:
         assert 0.3 < (~own).float().mean() < 0.7
         assert (c.text[~own, 0, 0] == (torch.arange(64.0) - 1)[~own] % 64).all()  # another clip's text, whole
+
+
+def test_condition_dropout_drops_the_condition_and_keeps_the_text():
+    from sava_core.components.params import DiffusionSamplerParams
+    from sava_core.components.sampling import DiffusersSampler
+    from sava_core.stages.generation import Phi
+
+    backbone = RecordingBackbone()
+    objective = DiffusionObjective(backbone, DiffusersSampler(DiffusionSamplerParams()), 0.0, Phi(4, 6),
+                                   condition_dropout=0.5)
+    text = torch.ones(64, 3, 6)
+    torch.manual_seed(0)
+    objective(torch.randn(64, 2, 4, 4), text, torch.ones(64, 3, dtype=torch.bool), torch.zeros(1, 3, 6),
+              torch.zeros(1, 3, dtype=torch.bool), torch.randn(64, 5, 4))
+    c = backbone.condition
+    kept = c.extra_mask.all(dim=1)
+    assert (c.extra_mask == kept[:, None]).all()  # a row's condition is dropped whole
+    assert 0.3 < (~kept).float().mean() < 0.7
+    assert torch.equal(c.text, text)  # the text is never dropped (text_dropout = 0)
+
+
+class LinearBackbone(torch.nn.Module):
+    """epsilon = 1 + 2 * [text given] + 5 * [extra condition given], per row: guidance is checkable by hand."""
+
+    prediction_type, scheduler_config, latent_shape = "epsilon", None, (1,)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.calls: list[Tensor] = []
+
+    def forward(self, noisy, timestep, condition):  # type: ignore[no-untyped-def]
+        text = condition.text_mask.any(dim=1).float()
+        extra = condition.extra_mask.any(dim=1).float()
+        eps = 1 + 2 * text + 5 * extra
+        self.calls.append(eps)
+        return eps[:, None].expand_as(noisy)
+
+
+@pytest.mark.parametrize("condition_scale", [None, 4.0])
+def test_condition_guidance_scales_text_and_condition_apart(condition_scale):
+    """eps = e(0, 0) + s (e(T, 0) - e(0, 0)) + s_c (e(T, c) - e(T, 0)) with s_c set; one scale for both without."""
+    from sava_core.components.params import DiffusionSamplerParams
+    from sava_core.components.sampling import DiffusersSampler
+
+    sampler = DiffusersSampler(DiffusionSamplerParams(steps=1, guidance_scale=2.0, condition_guidance_scale=condition_scale))
+    on, off = torch.ones(3, 2, dtype=torch.bool), torch.zeros(3, 2, dtype=torch.bool)
+    text = torch.zeros(3, 2, 4)
+    cond, uncond = Condition(text, on, torch.zeros(3, 2, 4), on), Condition(text, off, torch.zeros(3, 2, 4), off)
+    backbone = LinearBackbone()
+    seen: list[Tensor] = []
+    scheduler_step = sampler.scheduler  # capture the guided epsilon the scheduler receives
+
+    def scheduler(bb):  # type: ignore[no-untyped-def]
+        sch = scheduler_step(bb)
+        original = sch.step
+        sch.step = lambda eps, t, x, **kw: (seen.append(eps), original(eps, t, x, **kw))[1]
+        return sch
+
+    sampler.scheduler = scheduler  # type: ignore[method-assign]
+    sampler.sample(backbone, cond, uncond, 3, torch.Generator().manual_seed(0))
+    # e(0, 0) = 1, e(T, 0) = 3, e(T, c) = 8
+    expected = 1 + 2.0 * (3 - 1) + 4.0 * (8 - 3) if condition_scale else 1 + 2.0 * (8 - 1)
+    assert torch.allclose(seen[0], torch.full((3, 1), float(expected)))
+    assert len(backbone.calls) == (3 if condition_scale else 2)
 
 
 def test_shipped_weights_in_a_resized_component_are_a_clear_error():

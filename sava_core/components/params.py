@@ -37,10 +37,14 @@ class DiffusionSamplerParams(StrictModel):
     """The noise schedule (shared by training and sampling) and the reverse process (App. C)."""
 
     # only the reverse process: left out of the synthetic world's pretrain key (changing them keeps its weights)
-    after_pretraining: ClassVar[tuple[str, ...]] = ("scheduler", "steps", "guidance_scale")
+    after_pretraining: ClassVar[tuple[str, ...]] = ("scheduler", "steps", "guidance_scale", "condition_guidance_scale")
 
     scheduler: Literal["ddim", "dpm", "ddpm"] = Field("ddim", description="diffusers scheduler used to sample")
     steps: int = Field(25, ge=1, description="denoising steps at sampling time")
     guidance_scale: float = Field(3.0, ge=0, description="classifier-free guidance; 1 = none")
+    condition_guidance_scale: float | None = Field(
+        None, ge=0, description="guidance on Stage II's extra condition apart from the text: eps = e(0, 0) + s (e(T, 0) "
+        "- e(0, 0)) + s_c (e(T, c) - e(T, 0)), three backbone passes per step; null: one scale for both (two passes). "
+        "Fine-tune with finetune.condition_dropout > 0 so that e(T, 0) is trained")
     num_train_timesteps: int = Field(1000, ge=10)
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"

@@ -12,7 +12,9 @@ from sava_core.errors import SavaError
 
 class DiffusersSampler(Sampler):
     """Reverse process with a diffusers scheduler and classifier-free guidance:
-    eps = eps(x, uncond) + s * (eps(x, cond) - eps(x, uncond)).
+    eps = eps(x, uncond) + s * (eps(x, cond) - eps(x, uncond)), or, with ``condition_guidance_scale``
+    s_c and a condition with extra tokens, text and extra condition guided apart:
+    eps = eps(x, uncond) + s * (eps(x, text only) - eps(x, uncond)) + s_c * (eps(x, cond) - eps(x, text only)).
 
     The noise schedule is the backbone's own (``backbone.scheduler_config``, e.g. CogVideoX's
     zero-SNR v-prediction schedule) when it has one, else this sampler's parameters; the recipe picks
@@ -65,12 +67,19 @@ class DiffusersSampler(Sampler):
         scheduler.set_timesteps(self.params.steps)
         x = torch.randn((batch_size, *backbone.latent_shape), generator=generator).to(device)
         x = x * scheduler.init_noise_sigma
-        s = self.params.guidance_scale
+        s, s_c = self.params.guidance_scale, self.params.condition_guidance_scale
+        text_only = None
+        if s_c is not None and condition.extra is not None:
+            text_only = Condition(condition.text, condition.text_mask, condition.extra,
+                                  torch.zeros(condition.extra.shape[:2], dtype=torch.bool, device=condition.extra.device))
         for t in scheduler.timesteps:
             ts = torch.full((batch_size,), int(t), device=device, dtype=torch.long)
             inp = scheduler.scale_model_input(x, t).to(dtype)
             eps = backbone(inp, ts, condition).float()
-            if s != 1.0:
+            if text_only is not None:
+                eps_t, eps_u = backbone(inp, ts, text_only).float(), backbone(inp, ts, uncond).float()
+                eps = eps_u + s * (eps_t - eps_u) + s_c * (eps - eps_t)
+            elif s != 1.0:
                 eps_u = backbone(inp, ts, uncond).float()
                 eps = eps_u + s * (eps - eps_u)
             x = scheduler.step(eps, t, x, generator=generator).prev_sample

@@ -130,7 +130,7 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
         c = conditioned(gen, direction, recipe, in_place=True)
         c.backbone.train()
         objective = DiffusionObjective(c.backbone, gen.sampler, cfg.text_dropout, c.phi, cfg.text_only_dropout,
-                                      cfg.text_swap)
+                                      cfg.text_swap, cfg.condition_dropout)
         trainer = Trainer(objective, cfg.train, seed=recipe.seed + 2, cpu=use_cpu(recipe.device),
                           checkpoint_dir=cell_dir / "checkpoints" / direction, events=EventLog(cell_dir / "log.jsonl"),
                           name=direction, tracking=recipe.tracking, tracking_dir=cell_dir / "tracking")

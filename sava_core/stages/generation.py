@@ -313,15 +313,17 @@ class DiffusionObjective(nn.Module):
     also learns to generate from the extra condition without the text, and, with probability
     ``text_swap``, replacing the text by another clip's of the batch (the clip's own extra condition
     and target kept), so that where text and extra condition disagree the model learns to follow the
-    extra condition for what it carries. The target follows the
+    extra condition for what it carries, and, with probability ``condition_dropout``, the extra
+    condition alone (the text kept), so that the model also learns the text-only prediction that
+    separate condition guidance starts from. The target follows the
     backbone's ``prediction_type``: the noise (epsilon), the velocity alpha_t * eps - sigma_t * x0
     (v_prediction) or x0 (sample)."""
 
     def __init__(self, backbone: nn.Module, sampler: Any, dropout: float, phi: nn.Module | None = None,
-                 text_only_dropout: float = 0.0, text_swap: float = 0.0):
+                 text_only_dropout: float = 0.0, text_swap: float = 0.0, condition_dropout: float = 0.0):
         super().__init__()
         self.backbone, self.phi, self.dropout = backbone, phi, dropout
-        self.text_only_dropout, self.text_swap = text_only_dropout, text_swap
+        self.text_only_dropout, self.text_swap, self.condition_dropout = text_only_dropout, text_swap, condition_dropout
         self.scheduler = sampler.train_scheduler(backbone)
         self.prediction_type = backbone.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
@@ -346,7 +348,10 @@ class DiffusionObjective(nn.Module):
         cond = Condition(text, mask)
         if self.phi is not None and extra is not None:
             tokens = self.phi(extra)
-            cond = Condition(text, mask, tokens, (~drop)[:, None].expand(-1, tokens.shape[1]))
+            drop_extra = drop
+            if self.condition_dropout > 0:
+                drop_extra = drop | (torch.rand(b, device=x0.device) < self.condition_dropout)
+            cond = Condition(text, mask, tokens, (~drop_extra)[:, None].expand(-1, tokens.shape[1]))
         if self.prediction_type == "epsilon":
             target = noise
         elif self.prediction_type == "v_prediction":
