@@ -151,6 +151,16 @@ def test_class_checks_split_by_whether_the_prompt_names_the_object():
     assert "class_consistency_named" not in only_named and "class_consistency_unnamed" not in only_named
 
 
+def test_sync_error_of_rendered_clips_is_far_below_its_shuffled_chance_level():
+    """Each clip's audio against its own video is in sync; against the next clip's video it is not."""
+    w = world(n_test=6, duration=2.0, n_classes=4)
+    clips = list(w.media("test"))
+    video, audio = torch.stack([c.video for c in clips]), torch.stack([c.audio for c in clips])
+    m = w.ground_truth_metrics(video, audio, [w.factors("test", i) for i in range(6)], tolerance_s=0.25)
+    assert m["sync_error_ms"] < 1000 / w.params.fps
+    assert m["sync_error_ms_shuffled"] > 4 * m["sync_error_ms"] + 50
+
+
 def test_params_reject_impossible_worlds():
     with pytest.raises(ValidationError):
         MediaWorldParams(height=31)

@@ -497,17 +497,25 @@ def ground_truth_metrics(video: Tensor, audio: Tensor, fps: float, sample_rate: 
     1 s when nothing is heard), ``event_f1`` (heard vs seen impacts matched within ``tolerance_s``),
     ``class_consistency`` (the class seen equals the class heard), ``video_class_acc`` and
     ``audio_class_acc`` (equal to the prompt's class; over the prompts that name the object) and
-    ``count_acc`` (seen impacts = prompted). When only some prompts name the object,
+    ``count_acc`` (seen impacts = prompted). ``sync_error_ms_shuffled`` is the sync error of each
+    clip's audio against the next clip's video: its chance level (audio unrelated to the video scores
+    the same in both; it falls as the audio has more onsets). When only some prompts name the object,
     ``class_consistency_named`` and ``class_consistency_unnamed`` split the consistency between them."""
     from sava_synth.events import classify_audio, classify_video, detect_audio_events, detect_visual_events, match_events
 
-    rows: dict[str, list[float]] = {k: [] for k in ("sync_error_ms", "event_f1", "class_consistency",
-                                                   "video_class_acc", "audio_class_acc", "count_acc",
-                                                   "class_consistency_named", "class_consistency_unnamed")}
-    for v, a, f in zip(video, audio, factors):
-        seen, heard = detect_visual_events(v, fps), detect_audio_events(a, sample_rate)
+    def sync_error_ms(seen: list[float], heard: list[float]) -> float:
         gaps = [min([abs(s - h) for h in heard] + [1.0]) for s in seen]
-        rows["sync_error_ms"].append(1000 * sum(gaps) / len(gaps) if gaps else (0.0 if not heard else 1000.0))
+        return 1000 * sum(gaps) / len(gaps) if gaps else (0.0 if not heard else 1000.0)
+
+    rows: dict[str, list[float]] = {k: [] for k in ("sync_error_ms", "sync_error_ms_shuffled", "event_f1",
+                                                   "class_consistency", "video_class_acc", "audio_class_acc",
+                                                   "count_acc", "class_consistency_named", "class_consistency_unnamed")}
+    seen_all = [detect_visual_events(v, fps) for v in video]
+    for i, (v, a, f) in enumerate(zip(video, audio, factors)):
+        seen, heard = seen_all[i], detect_audio_events(a, sample_rate)
+        rows["sync_error_ms"].append(sync_error_ms(seen, heard))
+        if len(video) > 1:
+            rows["sync_error_ms_shuffled"].append(sync_error_ms(seen_all[(i + 1) % len(video)], heard))
         rows["event_f1"].append(match_events(heard, seen, tolerance_s)["f1"])
         cv, ca = classify_video(v, n_classes), classify_audio(a, sample_rate, n_classes)
         rows["class_consistency"].append(float(cv == ca))
