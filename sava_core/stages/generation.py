@@ -307,16 +307,18 @@ class Phi(nn.Module):
 
 
 class DiffusionObjective(nn.Module):
-    """Eq. 8: || target - eps_theta(x_t, t, c) ||^2 with c = [text ; phi(extra)], dropping c (text and
-    extra together) with probability ``dropout`` so that classifier-free guidance works, and, with
-    probability ``text_only_dropout``, the text alone (the extra condition kept), so that the model
-    also learns to generate from the extra condition without the text, and, with probability
-    ``text_swap``, replacing the text by another clip's of the batch (the clip's own extra condition
-    and target kept), so that where text and extra condition disagree the model learns to follow the
-    extra condition for what it carries, and, with probability ``condition_dropout``, the extra
-    condition alone (the text kept), so that the model also learns the text-only prediction that
-    separate condition guidance starts from. The target follows the
-    backbone's ``prediction_type``: the noise (epsilon), the velocity alpha_t * eps - sigma_t * x0
+    """Eq. 8: || target - eps_theta(x_t, t, c) ||^2 with c = [text ; phi(extra)]. Per clip, with
+    probability
+
+    - ``dropout``: c dropped (text and extra together), so that classifier-free guidance works;
+    - ``text_only_dropout``: the text dropped, the extra condition kept (generate from it alone);
+    - ``text_swap``: the text replaced by another clip's of the batch, the clip's own extra condition
+      and target kept (follow the extra condition where the two disagree);
+    - ``condition_dropout``: the extra condition dropped, the text kept (the text-only prediction that
+      the sampler's ``condition_guidance_scale`` guides from).
+
+    The last three apply only with an extra condition. The target follows the backbone's
+    ``prediction_type``: the noise (epsilon), the velocity alpha_t * eps - sigma_t * x0
     (v_prediction) or x0 (sample)."""
 
     def __init__(self, backbone: nn.Module, sampler: Any, dropout: float, phi: nn.Module | None = None,
@@ -335,23 +337,24 @@ class DiffusionObjective(nn.Module):
         noise = torch.randn_like(x0)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), device=x0.device)
         xt = self.scheduler.add_noise(x0, noise, t)
+        conditioned = self.phi is not None and extra is not None
+
+        def draw(p: float) -> Tensor:  # (b,) bool, each True with probability p (no draw when p = 0)
+            return torch.rand(b, device=x0.device) < p if p > 0 else torch.zeros(b, dtype=torch.bool, device=x0.device)
+
         drop = torch.rand(b, device=x0.device) < self.dropout
-        drop_text = drop
-        if self.phi is not None and extra is not None and self.text_only_dropout > 0:
-            drop_text = drop | (torch.rand(b, device=x0.device) < self.text_only_dropout)
-        if self.phi is not None and extra is not None and self.text_swap > 0 and b > 1:
-            swap = torch.rand(b, device=x0.device) < self.text_swap
+        drop_text = drop | draw(self.text_only_dropout) if conditioned else drop
+        if conditioned and self.text_swap > 0 and b > 1:
+            swap = draw(self.text_swap)
             text = torch.where(swap[:, None, None], text.roll(1, 0), text)
             mask = torch.where(swap[:, None], mask.roll(1, 0), mask)
         text = torch.where(drop_text[:, None, None], null_text.expand_as(text), text)
         mask = torch.where(drop_text[:, None], null_mask.expand_as(mask), mask)
         cond = Condition(text, mask)
-        if self.phi is not None and extra is not None:
+        if conditioned:
             tokens = self.phi(extra)
-            drop_extra = drop
-            if self.condition_dropout > 0:
-                drop_extra = drop | (torch.rand(b, device=x0.device) < self.condition_dropout)
-            cond = Condition(text, mask, tokens, (~drop_extra)[:, None].expand(-1, tokens.shape[1]))
+            keep = ~(drop | draw(self.condition_dropout))
+            cond = Condition(text, mask, tokens, keep[:, None].expand(-1, tokens.shape[1]))
         if self.prediction_type == "epsilon":
             target = noise
         elif self.prediction_type == "v_prediction":
