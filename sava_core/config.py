@@ -97,7 +97,11 @@ class TrainConfig(StrictModel):
 
     steps: int = Field(1500, ge=1)
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(2e-3, gt=0, description="peak learning rate (AdamW)")
+    lr_schedule: Literal["constant", "cosine", "linear"] = Field(
+        "constant", description="learning rate after warm-up: held, or decayed to 0 at the last step (cosine or linear)"
+    )
+    warmup_steps: int = Field(0, ge=0, description="steps of linear warm-up from 0 to lr")
     weight_decay: float = Field(0.0, ge=0)
     val_every: int = Field(250, ge=1, description="steps between validation losses")
     checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
@@ -134,6 +138,10 @@ class PretrainConfig(StrictModel):
     video: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=4000, batch_size=32, lr=1e-3, val_every=1000))
     audio: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=4000, batch_size=32, lr=1e-3, val_every=1000))
     text_dropout: float = Field(0.1, ge=0, lt=1, description="probability of the empty prompt (for guidance)")
+    weights_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="precision the weights are stored in (the models load them as float32); float16 halves "
+        "the files, as for the weights shipped with the media world"
+    )
     weights: str | None = Field(None, description="directory of the weights; `shipped`: those shipped with the world; null: the user cache")
 
 

@@ -109,6 +109,18 @@ def make_accelerator(config: TrainConfig, *, cpu: bool, tracking: TrackingConfig
         ) from None
 
 
+def learning_rate_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig,
+                           num_processes: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """``config.lr_schedule`` with ``config.warmup_steps`` (diffusers' schedules), over ``config.steps``
+    updates. Accelerate advances a prepared scheduler once per process at each update, hence the
+    step counts times ``num_processes``."""
+    from diffusers.optimization import get_scheduler
+
+    name = "constant_with_warmup" if config.lr_schedule == "constant" else config.lr_schedule
+    return get_scheduler(name, optimizer, num_warmup_steps=config.warmup_steps * num_processes,
+                         num_training_steps=config.steps * num_processes)
+
+
 class Trainer:
     """Minimises ``objective(*batch)["loss"]`` over the objective's trainable parameters with AdamW.
 
@@ -139,7 +151,8 @@ class Trainer:
         params = [p for p in objective.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         self.objective = objective
-        self.model, self.optimizer = self.accelerator.prepare(objective, optimizer)
+        self.model, self.optimizer, self.lr_scheduler = self.accelerator.prepare(
+            objective, optimizer, learning_rate_schedule(optimizer, config, self.accelerator.num_processes))
         self.step = 0
         self.tracking = tracking is not None and tracking.backend != "none"
         if self.tracking:
@@ -173,6 +186,7 @@ class Trainer:
                     self._diverged(terms)
                 acc.backward(terms["loss"])
                 self.optimizer.step()
+                self.lr_scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return terms

@@ -25,6 +25,7 @@ TINY_T2AV = [
     "data.params.n_train=48", "data.params.n_val=8", "data.params.n_test=8",
     "pretrain.autoencoder.steps=10", "pretrain.video.steps=10", "pretrain.audio.steps=10",
     "pretrain.autoencoder.val_every=10", "pretrain.video.val_every=10", "pretrain.audio.val_every=10",
+    "pretrain.weights_dtype=float16",
     "align.train.steps=10", "align.train.val_every=10", "align.projector_train.steps=10",
     "align.projector_train.val_every=10", "align.probe.max_train_tokens=200",
     "finetune.train.steps=4", "finetune.train.val_every=4", "finetune.directions=[tv2a, ta2v]",
@@ -67,6 +68,16 @@ def test_each_mode_writes_aligned_clips_of_the_requested_length(t2av_run, mode):
     evaluated = json.loads((samples.parent / "eval" / "results.json").read_text())
     assert [s["label"] for s in evaluated["scores"]] == ["clap_score", "avhscore"]
     assert all(s["protocol"]["n_generated"] == 3 for s in evaluated["scores"])  # every clip, not only the saved ones
+
+
+def test_pretrain_stores_the_weights_in_the_requested_precision(t2av_run):
+    from safetensors.torch import load_file
+
+    weights = Path(json.loads((t2av_run / "runs" / "cascade" / "seed-0" / "pretrained.json").read_text())["weights"])
+    files = sorted(weights.glob("*.safetensors"))
+    assert len(files) == 4
+    for file in files:
+        assert {v.dtype for v in load_file(str(file)).values() if v.is_floating_point()} == {torch.float16}, file.name
 
 
 def test_stage2_trains_only_lora_and_phi(t2av_run):

@@ -168,3 +168,47 @@ def test_atomic_writes_leave_the_old_file_when_writing_fails(tmp_path, monkeypat
     with pytest.raises(OSError):
         atomic_write_text(path, "new")
     assert path.read_text() == "old" and list(tmp_path.iterdir()) == [path]
+
+
+class _Regression(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(3, 1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"loss": (self.linear(x) - y).pow(2).mean()}
+
+
+def test_a_cosine_schedule_warms_up_decays_to_zero_and_resumes_where_it_stopped(tmp_path, monkeypatch):
+    from sava_core.config import TrainConfig
+
+    x = torch.randn(32, 3, generator=torch.Generator().manual_seed(1))
+    y = x.sum(1, keepdim=True)
+    config = TrainConfig(steps=10, batch_size=8, lr=0.1, lr_schedule="cosine", warmup_steps=2, val_every=5,
+                         checkpoint_every=5)
+    original = Trainer.train_step
+    lrs: list[float] = []
+
+    def record(self, batch, n_train):
+        lrs.append(self.optimizer.param_groups[0]["lr"])
+        return original(self, batch, n_train)
+
+    monkeypatch.setattr(Trainer, "train_step", record)
+    whole = Trainer(_Regression(), config, seed=0, cpu=True, checkpoint_dir=tmp_path / "whole")
+    whole.fit(lambda i: (x[i], y[i]), len(x))
+    assert lrs[:3] == pytest.approx([0.0, 0.05, 0.1])  # linear warm-up over 2 updates
+    assert all(a > b for a, b in zip(lrs[2:], lrs[3:])) and whole.optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
+
+    def interrupt(self, batch, n_train):
+        if self.step == 7:
+            raise KeyboardInterrupt
+        return original(self, batch, n_train)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_Regression(), config, seed=0, cpu=True, checkpoint_dir=tmp_path / "cut").fit(lambda i: (x[i], y[i]), len(x))
+    monkeypatch.setattr(Trainer, "train_step", original)
+    resumed = Trainer(_Regression(), config, seed=0, cpu=True, checkpoint_dir=tmp_path / "cut")
+    resumed.fit(lambda i: (x[i], y[i]), len(x), resume=True)  # from the checkpoint at step 5
+    assert torch.equal(resumed.objective.linear.weight, whole.objective.linear.weight)

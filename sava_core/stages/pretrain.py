@@ -117,15 +117,22 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
         metrics[f"t2{modality[0]}_val_loss"] = last.get("loss", float("nan"))
 
     if ae.is_main:
+        dtype = getattr(torch, cfg.weights_dtype)
         for name, module in (("video_encoder", venc), ("audio_encoder", aenc), ("video_backbone", t2v),
                              ("audio_backbone", t2a)):
-            state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+            state = {k: _stored(v, dtype) for k, v in module.state_dict().items()}
             atomic_write_with(out / WEIGHT_FILES[name], lambda tmp, state=state: save_file(state, str(tmp)))
         atomic_write_json(out / "pretrain.json", {"key": pretrain_key(recipe), "recipe": recipe.model_dump(mode="json"),
                                                   "metrics": metrics})
         atomic_write_json(cell_dir / "pretrained.json", {"weights": str(out), "key": pretrain_key(recipe)})
         log.info("pretrain: weights written to %s", out)
     return metrics
+
+
+def _stored(tensor: Tensor, dtype: torch.dtype) -> Tensor:
+    """A state-dict entry as written to disk: floating-point tensors in ``dtype``, on the CPU."""
+    tensor = tensor.detach().cpu()
+    return (tensor.to(dtype) if tensor.is_floating_point() else tensor).contiguous()
 
 
 def recorded_weights(cell_dir: Path, recipe: Recipe, required: bool = True) -> Path | None:
