@@ -70,14 +70,14 @@ def test_each_mode_writes_aligned_clips_of_the_requested_length(t2av_run, mode):
     assert all(s["protocol"]["n_generated"] == 3 for s in evaluated["scores"])  # every clip, not only the saved ones
 
 
-def test_pretrain_stores_the_weights_in_the_requested_precision(t2av_run):
+def test_pretrain_stores_the_backbones_in_the_requested_precision_and_the_autoencoders_in_float32(t2av_run):
     from safetensors.torch import load_file
 
     weights = Path(json.loads((t2av_run / "runs" / "cascade" / "seed-0" / "pretrained.json").read_text())["weights"])
-    files = sorted(weights.glob("*.safetensors"))
-    assert len(files) == 4
-    for file in files:
-        assert {v.dtype for v in load_file(str(file)).values() if v.is_floating_point()} == {torch.float16}, file.name
+    dtypes = {f.name: {v.dtype for v in load_file(str(f)).values() if v.is_floating_point()}
+              for f in weights.glob("*.safetensors")}
+    assert dtypes == {"t2v.safetensors": {torch.float16}, "t2a.safetensors": {torch.float16},
+                      "video_encoder.safetensors": {torch.float32}, "audio_encoder.safetensors": {torch.float32}}
 
 
 def test_stage2_trains_only_lora_and_phi(t2av_run):
@@ -280,14 +280,16 @@ def test_audio_decoding_does_not_depend_on_the_global_random_state():
 
 
 def test_settings_used_after_pretraining_keep_the_shipped_weights():
-    """Changing how Stage II's condition is attended (condition_window) or how the sampler runs the
-    reverse process (guidance, steps, scheduler) reuses the shipped generators; changing the
-    backbone's architecture or the noise schedule does not (they need their own pretraining)."""
+    """The media-world recipes find the shipped generators. Changing how Stage II's condition is
+    attended (condition_window) or how the sampler runs the reverse process (guidance, steps,
+    scheduler) reuses them; changing the backbone's architecture or the noise schedule does not
+    (they need their own pretraining)."""
     from sava_core.stages.generation import shipped_weights
 
-    def shipped(*overrides: str) -> bool:
-        return shipped_weights(plan(REPO / "recipes" / "quickstart.yaml", list(overrides)).cells[0].recipe) is not None
+    def shipped(*overrides: str, recipe: str = "quickstart") -> bool:
+        return shipped_weights(plan(REPO / "recipes" / f"{recipe}.yaml", list(overrides)).cells[0].recipe) is not None
 
+    assert all(shipped(recipe=name) for name in ("synth_pretrain", "t2av_synth", "sensitivity"))
     assert shipped() and shipped("model.audio_backbone.params.condition_window=0")
     assert shipped("model.sampler.params.guidance_scale=5", "model.sampler.params.steps=10", "model.sampler.params.scheduler=dpm")
     assert not shipped("model.audio_backbone.params.layers_per_block=2")

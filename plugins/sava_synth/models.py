@@ -264,14 +264,16 @@ class SynthUNet(Backbone):
         self.condition_dim = condition_dim
         self.prediction_type = "epsilon"
         self.lora_targets = [r".*attn2\.(to_q|to_k|to_v|to_out\.0)"]
-        if params.modality == "video":
+        video = params.modality == "video"
+        if video:
             f, c, h, w = latent_shape
             channels, size, extra = f * c, (h, w), 0
         else:
             c, m, t = latent_shape
             channels, size, extra = c, (m, t), params.time_channels
-        blocks = params.block_out_channels or ((96, 96) if params.modality == "video" else (32, 64))
-        n, a = len(blocks), min(params.attention_levels, len(blocks))
+        blocks = params.block_out_channels or ((128, 128) if video else (32, 64))
+        levels = params.attention_levels if params.attention_levels is not None else (2 if video else 1)
+        n, a = len(blocks), min(levels, len(blocks))
         self.unet = UNet2DConditionModel(
             sample_size=size, in_channels=channels + extra, out_channels=channels,
             block_out_channels=blocks, layers_per_block=params.layers_per_block,

@@ -148,12 +148,15 @@ class SynthUNetParams(StrictModel):
 
     modality: str = Field(..., pattern="^(video|audio)$")
     block_out_channels: tuple[int, ...] | None = Field(
-        None, description="channels per resolution level; default (96, 96) for video (its input has F*C channels), (32, 64) for audio"
+        None, description="channels per resolution level; default (128, 128) for video (its input has F*C channels), (32, 64) for audio"
     )
     layers_per_block: int = Field(1, ge=1)
     attention_head_dim: int = Field(8, ge=1)
     time_channels: int = Field(8, ge=0, multiple_of=2, description="sinusoidal channels of the time axis (audio)")
-    attention_levels: int = Field(1, ge=0, description="cross-attention in the lowest this many resolution levels (and the middle)")
+    attention_levels: int | None = Field(
+        None, ge=0, description="cross-attention in the lowest this many resolution levels (and the middle); default 2 "
+        "for video (text cross-attention at the full 8 x 8 latent too), 1 for audio"
+    )
     condition_window: float = Field(
         1.0, ge=0, description="audio: extra condition tokens (a per-time-step sequence spanning the clip, e.g. TV2A's phi tokens) are "
         "seen only by cross-attention queries within this many token spacings of their instant; 0 = every query sees every token"

@@ -117,9 +117,9 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
         metrics[f"t2{modality[0]}_val_loss"] = last.get("loss", float("nan"))
 
     if ae.is_main:
-        dtype = getattr(torch, cfg.weights_dtype)
-        for name, module in (("video_encoder", venc), ("audio_encoder", aenc), ("video_backbone", t2v),
-                             ("audio_backbone", t2a)):
+        backbone_dtype = getattr(torch, cfg.weights_dtype)
+        for name, module, dtype in (("video_encoder", venc, torch.float32), ("audio_encoder", aenc, torch.float32),
+                                    ("video_backbone", t2v, backbone_dtype), ("audio_backbone", t2a, backbone_dtype)):
             state = {k: _stored(v, dtype) for k, v in module.state_dict().items()}
             atomic_write_with(out / WEIGHT_FILES[name], lambda tmp, state=state: save_file(state, str(tmp)))
         atomic_write_json(out / "pretrain.json", {"key": pretrain_key(recipe), "recipe": recipe.model_dump(mode="json"),
