@@ -22,7 +22,7 @@ from sava_core.stages.generation import DiffusionObjective, build_generators
 from sava_core.training import Trainer
 
 TINY_T2AV = [
-    "data.params.n_train=48", "data.params.n_val=8", "data.params.n_test=8",
+    "data.params.n_train=48", "data.params.n_val=8", "data.params.n_test=8", "data.params.p_object_named=1.0",
     "pretrain.autoencoder.steps=10", "pretrain.video.steps=10", "pretrain.audio.steps=10",
     "pretrain.autoencoder.val_every=10", "pretrain.video.val_every=10", "pretrain.audio.val_every=10",
     "pretrain.weights_dtype=float16",
