@@ -294,3 +294,17 @@ def test_settings_used_after_pretraining_keep_the_shipped_weights():
     assert shipped("model.sampler.params.guidance_scale=5", "model.sampler.params.steps=10", "model.sampler.params.scheduler=dpm")
     assert not shipped("model.audio_backbone.params.layers_per_block=2")
     assert not shipped("model.sampler.params.beta_schedule=linear")
+
+
+def test_world_components_answer_on_their_own_device():
+    """The media world's text encoder and autoencoders return tensors on the device their weights
+    are on (checked on PyTorch's shape-only ``meta`` device, standing in for a GPU)."""
+    from sava_synth.models import HashTextEncoder, SynthVideoAE
+    from sava_synth.params import HashTextParams, VideoAEParams
+
+    text = HashTextEncoder(HashTextParams()).to("meta")
+    emb = text.encode(["a red ball bounces", ""])
+    assert {emb.tokens.device.type, emb.mask.device.type, emb.pooled.device.type} == {"meta"}
+    video_ae = SynthVideoAE(VideoAEParams()).to("meta")
+    grid = video_ae.encode_grid(torch.rand(1, 2, 3, 32, 32, device="meta"))
+    assert video_ae.decode_grid(grid).device.type == "meta"

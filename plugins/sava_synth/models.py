@@ -216,8 +216,8 @@ class SynthAudioAE(AudioEncoder):
 
 class HashTextEncoder(TextEncoder):
     """f_t: lower-cased words hashed (crc32) into a frozen seeded embedding table, plus sinusoidal
-    positions. prompts -> tokens (B, N, dim), mask (B, N), pooled (B, dim) = mean of real tokens.
-    The empty prompt is one reserved "null" token (for classifier-free guidance)."""
+    positions. prompts -> tokens (B, N, dim), mask (B, N), pooled (B, dim) = mean of real tokens, on
+    the encoder's device. The empty prompt is one reserved "null" token (for classifier-free guidance)."""
 
     Params = HashTextParams
 
@@ -241,6 +241,7 @@ class HashTextEncoder(TextEncoder):
         for row, seq in enumerate(ids):
             index[row, : len(seq)] = torch.tensor(seq)
             mask[row, : len(seq)] = True
+        index, mask = index.to(self.table.device), mask.to(self.table.device)
         tokens = (self.table[index] + self.positions[:n]) * mask.unsqueeze(-1)
         pooled = tokens.sum(1) / mask.sum(1, keepdim=True)
         return TextEmbedding(tokens, mask, pooled)
