@@ -269,7 +269,8 @@ def test_published_imagebind_extractor_records_the_checkpoint(tmp_path, monkeypa
 def test_passt_without_the_extra_names_it(monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "hear21passt.models.passt", None)
+    for module in ("hear21passt", "hear21passt.models", "hear21passt.models.passt", "hear21passt.models.preprocess"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if the package were not installed
     with pytest.raises(SavaError, match=r'pip install "sava\[passt\]"'):
         _build("passt", preset="tiny")
 

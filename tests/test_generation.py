@@ -17,6 +17,7 @@ from sava_core.media_io import read_mp4
 from sava_core.recipe import plan
 from sava_core.registry import get_registries
 from sava_core.runner import run_plan
+from sava_core.stages.align import use_cpu
 from sava_core.stages.finetune import conditioned
 from sava_core.stages.generation import DiffusionObjective, build_generators
 from sava_core.training import Trainer
@@ -86,20 +87,21 @@ def test_stage2_trains_only_lora_and_phi(t2av_run):
     weights = Path(json.loads((cell / "pretrained.json").read_text())["weights"])
     gen = build_generators(recipe, get_registries(), weights)
     c = conditioned(gen, "tv2a", recipe)
-    before = {k: v.clone() for k, v in c.backbone.state_dict().items()}
-    phi_before = {k: v.clone() for k, v in c.phi.state_dict().items()}
-    trainer = Trainer(DiffusionObjective(c.backbone, gen.sampler, 0.1, c.phi), recipe.finetune.train, seed=0, cpu=True)
-    grid = torch.randn(4, *c.backbone.latent_shape)
-    text = torch.randn(4, 5, gen.text_encoders["audio"].dim)
-    mask = torch.ones(4, 5, dtype=torch.bool)
-    extra = torch.randn(4, 16, recipe.align.width)
+    before = {k: v.cpu().clone() for k, v in c.backbone.state_dict().items()}
+    phi_before = {k: v.cpu().clone() for k, v in c.phi.state_dict().items()}
+    trainer = Trainer(DiffusionObjective(c.backbone, gen.sampler, 0.1, c.phi), recipe.finetune.train, seed=0,
+                      cpu=use_cpu(recipe.device))  # where the fixture's stages ran (a GPU, when there is one)
+    grid = torch.randn(4, *c.backbone.latent_shape, device=trainer.device)
+    text = torch.randn(4, 5, gen.text_encoders["audio"].dim, device=trainer.device)
+    mask = torch.ones(4, 5, dtype=torch.bool, device=trainer.device)
+    extra = torch.randn(4, 16, recipe.align.width, device=trainer.device)
     trainer.train_step(lambda idx: (grid, text, mask, text[:1], mask[:1], extra), 4)
-    after = c.backbone.state_dict()
+    after = {k: v.cpu() for k, v in c.backbone.state_dict().items()}
     lora = [k for k in before if "lora_" in k]
     assert lora and all(k.split(".")[-3] in ("lora_A", "lora_B") for k in lora)
     assert all(torch.equal(before[k], after[k]) for k in before if k not in lora), "a base weight changed"
     assert any(not torch.equal(before[k], after[k]) for k in lora), "LoRA did not train"
-    assert all(not torch.equal(phi_before[k], v) for k, v in c.phi.state_dict().items())
+    assert all(not torch.equal(phi_before[k], v.cpu()) for k, v in c.phi.state_dict().items())
     assert all(".attn2." in k for k in lora)  # the conditioning (cross-attention) layers only
     assert not any("lora_" in k for k in gen.t2a.state_dict())  # T2A itself stays intact for two-stream use
 

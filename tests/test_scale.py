@@ -29,9 +29,10 @@ def metrics_of(out: Path) -> dict[str, dict[str, float]]:
 
 
 def test_two_cpu_processes_reach_the_same_audit_as_one(tmp_path):
-    one = run_cli("run", "align_quickstart", *TINY, "--out", str(tmp_path / "one"), cwd=REPO)
+    cpu_only = {"CUDA_VISIBLE_DEVICES": ""}  # two CPU processes also on a machine with a GPU
+    one = run_cli("run", "align_quickstart", *TINY, "--out", str(tmp_path / "one"), cwd=REPO, env=cpu_only)
     assert one.returncode == 0, one.stderr
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **cpu_only}
     two = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sava_cli.main",

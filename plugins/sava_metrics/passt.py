@@ -57,9 +57,9 @@ class PaSSTNet(nn.Module):
 
     def __init__(self, size: dict[str, int]):
         super().__init__()
+        passt = _hear21passt()  # first: without the extra, a clear message rather than an ImportError below
         from hear21passt.models.preprocess import AugmentMelSTFT
 
-        passt = _hear21passt()
         self.mel = AugmentMelSTFT(n_mels=128, sr=SAMPLE_RATE, win_length=800, hopsize=320, n_fft=1024, freqm=48,
                                   timem=192, htk=False, fmin=0.0, fmax=15000, norm=1, fmin_aug_range=10,
                                   fmax_aug_range=2000)

@@ -100,7 +100,7 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
     for modality, backbone, train_cfg in (("video", t2v, cfg.video), ("audio", t2a, cfg.audio)):
         backbone.train()
         objective = DiffusionObjective(backbone, sampler, cfg.text_dropout)
-        x, xv = grids[modality], val_grids[modality]
+        x, xv = grids[modality].to(device), val_grids[modality].to(device)
         t, tv = encode_text(texts[modality], train.captions), encode_text(texts[modality], val.captions)
         trainer = Trainer(objective, train_cfg, seed=recipe.seed + 1, checkpoint_dir=ckpt / f"t2{modality[0]}",
                           name=f"t2{modality[0]}", tracking_dir=cell_dir / "tracking", **common)
