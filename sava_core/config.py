@@ -103,6 +103,7 @@ class TrainConfig(StrictModel):
     )
     warmup_steps: int = Field(0, ge=0, description="steps of linear warm-up from 0 to lr")
     weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = Field(None, gt=0, description="clip the gradients' global L2 norm to this before each update; null: no clipping")
     val_every: int = Field(250, ge=1, description="steps between validation losses")
     checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
     gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches of batch_size per update")

@@ -185,6 +185,8 @@ class Trainer:
                 if float(finite) < 1:
                     self._diverged(terms)
                 acc.backward(terms["loss"])
+                if cfg.max_grad_norm is not None and acc.sync_gradients:
+                    acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
                 self.lr_scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)

@@ -296,6 +296,9 @@ def test_settings_used_after_pretraining_keep_the_shipped_weights():
     assert shipped("model.sampler.params.guidance_scale=5", "model.sampler.params.steps=10", "model.sampler.params.scheduler=dpm")
     assert not shipped("model.audio_backbone.params.layers_per_block=2")
     assert not shipped("model.sampler.params.beta_schedule=linear")
+    # a pretraining setting spelled out at its default (as a new option's default is) keeps the key
+    assert shipped("pretrain.video.max_grad_norm=null", "pretrain.audio.weight_decay=0.0")
+    assert not shipped("pretrain.video.max_grad_norm=1.0")
 
 
 def test_world_components_answer_on_their_own_device():

@@ -212,3 +212,27 @@ def test_a_cosine_schedule_warms_up_decays_to_zero_and_resumes_where_it_stopped(
     resumed = Trainer(_Regression(), config, seed=0, cpu=True, checkpoint_dir=tmp_path / "cut")
     resumed.fit(lambda i: (x[i], y[i]), len(x), resume=True)  # from the checkpoint at step 5
     assert torch.equal(resumed.objective.linear.weight, whole.objective.linear.weight)
+
+
+@pytest.mark.parametrize("max_grad_norm", [None, 0.5])
+def test_max_grad_norm_clips_the_gradients_before_each_update(tmp_path, max_grad_norm):
+    from sava_core.config import TrainConfig
+
+    x = torch.randn(32, 3, generator=torch.Generator().manual_seed(1))
+    y = 100 * x.sum(1, keepdim=True)  # far from the initial fit: gradient norms in the hundreds
+    config = TrainConfig(steps=3, batch_size=8, lr=0.01, max_grad_norm=max_grad_norm, val_every=3, checkpoint_every=3)
+    trainer = Trainer(_Regression(), config, seed=0, cpu=True, checkpoint_dir=tmp_path)
+    norms: list[float] = []
+    update = trainer.optimizer.step
+
+    def record(*args, **kwargs):
+        norms.append(float(torch.stack([p.grad.norm() for p in trainer.objective.parameters()]).norm()))
+        return update(*args, **kwargs)
+
+    trainer.optimizer.step = record
+    trainer.fit(lambda i: (x[i], y[i]), len(x))
+    assert len(norms) == 3
+    if max_grad_norm is None:
+        assert min(norms) > 10
+    else:
+        assert max(norms) == pytest.approx(max_grad_norm, rel=1e-4)

@@ -68,7 +68,10 @@ def pretrain_key(recipe: Recipe) -> str:
 
     m = recipe.model
     registries, kinds = get_registries(), _slot_kinds()
-    parts: dict[str, Any] = {"data": recipe.data.model_dump(), "pretrain": recipe.pretrain.model_dump(exclude={"weights"})}
+    # settings at their defaults are left out, so that a new training option (defaulting to the old
+    # behaviour) keeps every existing key
+    parts: dict[str, Any] = {"data": recipe.data.model_dump(),
+                             "pretrain": recipe.pretrain.model_dump(exclude={"weights"}, exclude_defaults=True)}
     for name in WEIGHT_FILES | {"text_encoder": None, "sampler": None, "video_text_encoder": None, "audio_text_encoder": None}:
         ref = getattr(m, name)
         if ref is None and name.endswith("_text_encoder"):
