@@ -191,7 +191,8 @@ class Backbone(nn.Module, Component, ABC):
     ``lora_targets`` lists the module-name patterns (regular expressions) Stage II adapts: the
     conditioning layers only. ``scheduler_config`` is the noise schedule the backbone was trained
     with (a diffusers scheduler config: betas, ``prediction_type``, spacing, zero-SNR rescaling...)
-    or None to use the sampler's own.
+    or None to use the sampler's own; with the sampler's own, ``clip_sample`` r clips the predicted
+    clean latent to [-r, r] at every sampling step (diffusers' ``clip_sample``), None leaves it alone.
     """
 
     prediction_type: str
@@ -199,6 +200,7 @@ class Backbone(nn.Module, Component, ABC):
     condition_dim: int
     lora_targets: list[str]
     scheduler_config: dict[str, Any] | None = None
+    clip_sample: float | None = None
 
     @abstractmethod
     def forward(self, noisy: Tensor, timestep: Tensor, condition: Condition) -> Tensor: ...

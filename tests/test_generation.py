@@ -136,7 +136,7 @@ def test_audio_backbone_reads_each_condition_token_only_near_its_instant():
 class RecordingBackbone(torch.nn.Module):
     """Returns zeros and keeps the last condition it was given."""
 
-    prediction_type, scheduler_config = "epsilon", None
+    prediction_type, scheduler_config, clip_sample = "epsilon", None, None
 
     def forward(self, noisy, timestep, condition):  # type: ignore[no-untyped-def]
         self.condition = condition
@@ -211,7 +211,7 @@ def test_condition_dropout_drops_the_condition_and_keeps_the_text():
 class LinearBackbone(torch.nn.Module):
     """epsilon = 1 + 2 * [text given] + 5 * [extra condition given], per row: guidance is checkable by hand."""
 
-    prediction_type, scheduler_config, latent_shape = "epsilon", None, (1,)
+    prediction_type, scheduler_config, clip_sample, latent_shape = "epsilon", None, None, (1,)
 
     def __init__(self) -> None:
         super().__init__()
@@ -254,6 +254,58 @@ def test_condition_guidance_scales_text_and_condition_apart(condition_scale):
     assert len(backbone.calls) == (3 if condition_scale else 2)
 
 
+class CleanLatentBackbone(torch.nn.Module):
+    """Predicts the clean latent 5 everywhere (``prediction_type`` "sample")."""
+
+    prediction_type, scheduler_config, latent_shape = "sample", None, (4,)
+
+    def __init__(self, clip_sample: float | None) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.clip_sample = clip_sample
+
+    def forward(self, noisy, timestep, condition):  # type: ignore[no-untyped-def]
+        return torch.full_like(noisy, 5.0)
+
+
+@pytest.mark.parametrize(("clip_sample", "expected"), [(None, 5.0), (1.0, 1.0), (2.0, 2.0)])
+def test_sampler_clips_the_clean_latent_only_as_far_as_the_backbone_asks(clip_sample, expected):
+    """diffusers' DDIM would clip to [-1, 1] by default; the sampler clips to the backbone's
+    ``clip_sample`` range, and not at all without one (DDIM's last step returns the clean latent)."""
+    from sava_core.components.params import DiffusionSamplerParams
+    from sava_core.components.sampling import DiffusersSampler
+
+    on = torch.ones(2, 1, dtype=torch.bool)
+    cond = Condition(torch.zeros(2, 1, 4), on)
+    x = DiffusersSampler(DiffusionSamplerParams(steps=3)).sample(CleanLatentBackbone(clip_sample), cond, cond, 2,
+                                                                 torch.Generator().manual_seed(0))
+    assert torch.allclose(x, torch.full((2, 4), expected))
+
+
+def test_world_backbones_clip_audio_samples_and_not_video_samples():
+    from sava_synth.params import SynthUNetParams
+
+    assert SynthUNetParams(modality="video").clip_sample is None
+    assert SynthUNetParams(modality="audio").clip_sample == 1.0
+    assert SynthUNetParams(modality="audio", clip_sample=None).clip_sample is None
+
+
+def test_cascade_reads_the_generated_video_through_its_frames(t2av_run):
+    """P_theta gets f_v of the generated video's decoded frames, as it would of any clip, not the sampled grid."""
+    from sava_core.stages import cascade
+    from sava_core.stages.generation import encode_grids
+
+    cell = t2av_run / "runs" / "cascade" / "seed-0"
+    recipe = plan(REPO / "recipes" / "quickstart.yaml", TINY_T2AV).cells[1].recipe
+    gen = build_generators(recipe, get_registries(), Path(json.loads((cell / "pretrained.json").read_text())["weights"]))
+    parts = cascade.load_parts(gen, recipe, cell, get_registries())
+    seen: list[Tensor] = []
+    parts.projector.register_forward_hook(lambda module, args, out: seen.append(args[0].cpu()))
+    out = cascade.generate(gen, recipe, parts, ["a red ball bounces twice in front of a blue wall"], seed=0)
+    assert torch.allclose(seen[0], gen.video_vae.grid_to_sequence(encode_grids(gen.video_vae, out["video"])), atol=1e-5)
+    assert not torch.allclose(seen[0], gen.video_vae.grid_to_sequence(out["video_grid"]), atol=1e-2)
+
+
 def test_shipped_weights_in_a_resized_component_are_a_clear_error():
     from sava_core.errors import SavaError
 
@@ -284,7 +336,7 @@ def test_audio_decoding_does_not_depend_on_the_global_random_state():
 def test_settings_used_after_pretraining_keep_the_shipped_weights():
     """The media-world recipes find the shipped generators. Changing how Stage II's condition is
     attended (condition_window) or how the sampler runs the reverse process (guidance, steps,
-    scheduler) reuses them; changing the backbone's architecture or the noise schedule does not
+    scheduler, clipping) reuses them; changing the backbone's architecture or the noise schedule does not
     (they need their own pretraining)."""
     from sava_core.stages.generation import shipped_weights
 
@@ -294,6 +346,7 @@ def test_settings_used_after_pretraining_keep_the_shipped_weights():
     assert all(shipped(recipe=name) for name in ("synth_pretrain", "t2av_synth", "sensitivity"))
     assert shipped() and shipped("model.audio_backbone.params.condition_window=0")
     assert shipped("model.sampler.params.guidance_scale=5", "model.sampler.params.steps=10", "model.sampler.params.scheduler=dpm")
+    assert shipped("model.video_backbone.params.clip_sample=2.0", "model.audio_backbone.params.clip_sample=null")
     assert not shipped("model.audio_backbone.params.layers_per_block=2")
     assert not shipped("model.sampler.params.beta_schedule=linear")
     # a pretraining setting spelled out at its default (as a new option's default is) keeps the key

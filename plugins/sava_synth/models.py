@@ -264,6 +264,7 @@ class SynthUNet(Backbone):
         self.latent_shape = tuple(latent_shape)
         self.condition_dim = condition_dim
         self.prediction_type = "epsilon"
+        self.clip_sample = params.clip_sample
         self.lora_targets = [r".*attn2\.(to_q|to_k|to_v|to_out\.0)"]
         video = params.modality == "video"
         if video:

@@ -17,8 +17,10 @@ class DiffusersSampler(Sampler):
     eps = eps(x, uncond) + s * (eps(x, text only) - eps(x, uncond)) + s_c * (eps(x, cond) - eps(x, text only)).
 
     The noise schedule is the backbone's own (``backbone.scheduler_config``, e.g. CogVideoX's
-    zero-SNR v-prediction schedule) when it has one, else this sampler's parameters; the recipe picks
-    the scheduler class, the number of steps and the guidance."""
+    zero-SNR v-prediction schedule) when it has one, else this sampler's parameters with the
+    backbone's ``clip_sample`` (diffusers clips the predicted clean latent to [-1, 1] unless told
+    otherwise, which on unit-scale latents cuts away whatever lies beyond one standard deviation);
+    the recipe picks the scheduler class, the number of steps and the guidance."""
 
     Params = DiffusionSamplerParams
 
@@ -30,7 +32,8 @@ class DiffusersSampler(Sampler):
             return {**backbone.scheduler_config, "prediction_type": backbone.prediction_type}
         p = self.params
         return {"num_train_timesteps": p.num_train_timesteps, "beta_schedule": p.beta_schedule,
-                "prediction_type": backbone.prediction_type}
+                "prediction_type": backbone.prediction_type, "clip_sample": backbone.clip_sample is not None,
+                "clip_sample_range": backbone.clip_sample or 1.0}
 
     @staticmethod
     def _own_class(config: dict):  # type: ignore[no-untyped-def]

@@ -3,9 +3,11 @@
 Modes (``generate.mode``):
 
 * ``two_stream``: T2V and T2A independently from the same text (Table 1's "Two-Streams");
-* ``cascade``: T2V, then P_theta on the generated video latent, then TV2A (unidirectional);
+* ``cascade``: T2V, then P_theta on the f_v latent of the generated video, then TV2A (unidirectional);
 * ``cascade_bidirectional``: as ``cascade``, then the video generated again by TA2V from the text and
-  the masked aligned latent of the generated audio (the audio is the same as in ``cascade``);
+  the masked aligned latent of the generated audio (the audio is the same as in ``cascade``).
+  Generated clips are decoded and encoded again before P_theta and Stage I read them (as any clip is),
+  not read from the sampled grids, which can lie off the encoder's manifold (docs/generation.md);
 * ``joint``: a model that generates both streams at once (``model.joint_generator``, e.g. LTX-2),
   the joint-generation baseline;
 * ``v2a``: video-to-audio (Table 2): TV2A conditioned on P_theta of the test clips' *real* video and
@@ -102,23 +104,27 @@ def generate(gen: Generators, recipe: Recipe, parts: CascadeParts, prompts: list
     video_grid = gen.sampler.sample(gen.t2v, *_conditions(video_text), n, g)
     timings["t2v"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    video = audio = None
     if mode == "two_stream":
         audio_grid = gen.sampler.sample(gen.t2a, *_conditions(audio_text), n, g)
     else:
-        seq_v = video_sequence(gen, video_grid)
+        # generated clips are read through their decoded media, as f reads any clip (video_sequence's from_media)
+        video = gen.video_vae.decode_grid(video_grid).clamp(0, 1)
+        seq_v = video_sequence(gen, video_grid, video, from_media=True)
         cond, uncond = _conditions(audio_text, parts.tv2a.phi(parts.projector(seq_v)))
         audio_grid = gen.sampler.sample(parts.tv2a.backbone, cond, uncond, n, g)
         if mode == "cascade_bidirectional":
             timings["tv2a"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            seq = stage1_sequences(gen, video_grid, audio_grid)
+            audio = gen.audio_vae.decode_grid(audio_grid)
+            seq = stage1_sequences(gen, video_grid, audio_grid, video, audio, from_media=True)
             ha = parts.model(seq["video"], seq["audio"]).ha
             cond, uncond = _conditions(video_text, parts.ta2v.phi(ha))
-            video_grid = gen.sampler.sample(parts.ta2v.backbone, cond, uncond, n, g)
+            video_grid, video = gen.sampler.sample(parts.ta2v.backbone, cond, uncond, n, g), None
     timings["second" if mode == "two_stream" else ("ta2v" if mode == "cascade_bidirectional" else "tv2a")] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    video = gen.video_vae.decode_grid(video_grid).clamp(0, 1).float().cpu()
-    audio = gen.audio_vae.decode_grid(audio_grid).float().cpu()
+    video = (gen.video_vae.decode_grid(video_grid).clamp(0, 1) if video is None else video).float().cpu()
+    audio = (gen.audio_vae.decode_grid(audio_grid) if audio is None else audio).float().cpu()
     timings["decode"] = time.perf_counter() - t0
     return {"video_grid": video_grid.cpu(), "audio_grid": audio_grid.cpu(), "video": video, "audio": audio, "timings": timings}
 

@@ -161,29 +161,37 @@ def run(recipe: Recipe, cell_dir: Path, registries: Registries, resume: bool = F
     return metrics
 
 
-def stage1_sequences(gen: Generators, video_grid: Tensor, audio_grid: Tensor,
-                     video: Tensor | None = None, audio: Tensor | None = None) -> dict[str, Tensor]:
+def stage1_sequences(gen: Generators, video_grid: Tensor, audio_grid: Tensor, video: Tensor | None = None,
+                     audio: Tensor | None = None, from_media: bool = False) -> dict[str, Tensor]:
     """The Stage I inputs (f_v, f_a latent sequences) of clips given as VAE grids, and as media when
     known (else decoded from the grids when f is not the VAE); the audio sequence is interpolated to
-    the video's number of time steps (as the latent cache does for the align stage)."""
+    the video's number of time steps (as the latent cache does for the align stage). ``from_media``:
+    see :func:`video_sequence`."""
     from sava_core.cache import align_time
 
-    v = _sequence(gen.video_encoder, gen.video_vae, video_grid, video)
-    a = _sequence(gen.audio_encoder, gen.audio_vae, audio_grid, audio, rate=gen.audio_vae.sample_rate)
+    v = _sequence(gen.video_encoder, gen.video_vae, video_grid, video, from_media=from_media)
+    a = _sequence(gen.audio_encoder, gen.audio_vae, audio_grid, audio, rate=gen.audio_vae.sample_rate, from_media=from_media)
     return {"video": v, "audio": align_time(a, v.shape[1])}
 
 
-def video_sequence(gen: Generators, video_grid: Tensor, video: Tensor | None = None) -> Tensor:
-    """f_v's latent sequence (B, T, Dv) of video grids (and the video itself when known): P_theta's input."""
-    return _sequence(gen.video_encoder, gen.video_vae, video_grid, video)
+def video_sequence(gen: Generators, video_grid: Tensor, video: Tensor | None = None, from_media: bool = False) -> Tensor:
+    """f_v's latent sequence (B, T, Dv) of video grids (and the video itself when known): P_theta's input.
+
+    ``from_media``: read the clips from their media even when f_v is the VAE (encode the frames again)
+    rather than use the grids as they are. For generated grids: Stage I and P_theta learnt f_v of real
+    clips, and a sampled grid can lie off f_v's manifold while its decoded frames look right."""
+    return _sequence(gen.video_encoder, gen.video_vae, video_grid, video, from_media=from_media)
 
 
-def _sequence(encoder: Any, vae: Any, grid: Tensor, media: Tensor | None, rate: int | None = None) -> Tensor:
+def _sequence(encoder: Any, vae: Any, grid: Tensor, media: Tensor | None, rate: int | None = None,
+              from_media: bool = False) -> Tensor:
     """f's sequence of clips given as ``vae`` grids (and as media when known; audio at ``rate`` Hz,
-    the VAE's, resampled to f's)."""
+    the VAE's, resampled to f's); ``from_media``: see :func:`video_sequence`."""
     from sava_core.cache import to_encoder_rate
 
     if encoder is vae:
+        if from_media and media is not None:
+            grid = encode_grids(vae, media).to(grid.device)
         return encoder.grid_to_sequence(grid)
     if media is None:
         media = vae.decode_grid(grid.to(module_device(vae)))
