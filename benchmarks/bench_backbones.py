@@ -4,8 +4,9 @@ seconds per clip from the same run, so that a cascade compares with its two-stre
 (t2av_animatediff_audioldm2) and with the joint LTX-2 run.
 
 Peak memory is ``torch.cuda.max_memory_allocated`` during the recipe on a GPU; on a CPU it is the
-process's peak resident set so far (it only grows from one recipe to the next). Writes ``backbones.json`` with the device it ran on. Not yet here: a larger random-weight
-configuration on a GPU (no GPU was available when this was written).
+process's peak resident set so far (it only grows from one recipe to the next). Writes ``backbones.json``
+with the device it ran on. Not yet here: a larger random-weight configuration on a GPU (no GPU was
+available when this was written).
 
     python benchmarks/bench_backbones.py          # -> benchmarks/results/backbones.json
 """
@@ -46,13 +47,15 @@ def tiny_recipes(device: str) -> dict[str, Any]:
     out = {}
     for name in RECIPES:
         with tempfile.TemporaryDirectory() as tmp:
-            p = plan(REPO / "recipes" / "paper" / f"{name}.yaml", ["preset=tiny", f"device={device}", "report.plot=false"])
+            p = plan(REPO / "recipes" / "paper" / f"{name}.yaml",
+                     ["preset=tiny", f"device={device}", "report.plot=false"])
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
             run_plan(p, Path(tmp) / "run")
             seconds = time.perf_counter() - start
-            metrics = {c.variant: json.loads((Path(tmp) / "run" / "runs" / c.variant / f"seed-{c.seed}" / "metrics.json").read_text())
+            runs = Path(tmp) / "run" / "runs"
+            metrics = {c.variant: json.loads((runs / c.variant / f"seed-{c.seed}" / "metrics.json").read_text())
                        for c in p.cells}
             out[name] = {"seconds_whole_recipe": seconds, "peak_mb": _peak_mb(device),
                          "seconds_per_clip": {variant: m["seconds_per_clip"] for variant, m in metrics.items()}}

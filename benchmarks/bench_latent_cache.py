@@ -38,10 +38,11 @@ ENCODERS = {"video_encoder": {"name": "cogvideox_vae", "params": {"preset": "tin
 
 
 def main(out_dir: Path, batch_size: int = 16) -> dict[str, Any]:
+    from sava_core.alignment import AlignModel
     from sava_core.cache import align_time, encode_split
+    from sava_core.losses import AlignObjective
     from sava_core.recipe import plan_data
     from sava_core.registry import get_registries
-    from sava_core.stages.align import AlignModel
 
     torch.set_num_threads(1)
     registries = get_registries()
@@ -59,10 +60,11 @@ def main(out_dir: Path, batch_size: int = 16) -> dict[str, Any]:
     model = AlignModel(recipe, registries, xv0.shape[-1], xa0.shape[-1])
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     alpha, lam = recipe.align.loss.alpha, recipe.align.loss.lam
+    objective = AlignObjective(model, alpha, lam)
 
     def step(xv: torch.Tensor, xa: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
-        model.loss(xv, align_time(xa, xv.shape[1]), alpha, lam)["loss"].backward()
+        objective(xv, align_time(xa, xv.shape[1]))["loss"].backward()
         opt.step()
 
     def reencode_epoch() -> None:

@@ -24,9 +24,10 @@ from sava_core.io import atomic_write_json  # noqa: E402
 
 
 def _framework(batch_size: int):
+    from sava_core.alignment import AlignModel, load_latents
+    from sava_core.losses import AlignObjective
     from sava_core.recipe import plan
     from sava_core.registry import get_registries
-    from sava_core.stages.align import AlignModel, AlignObjective, load_latents
     from sava_core.training import Trainer
 
     repo = Path(__file__).parent.parent

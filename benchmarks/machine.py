@@ -24,7 +24,8 @@ def machine() -> dict[str, Any]:
     }
     try:
         with open("/proc/cpuinfo") as fh:
-            info["cpu_model"] = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), None)
+            info["cpu_model"] = next(
+                (line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), None)
     except OSError:
         pass
     return info

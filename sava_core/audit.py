@@ -20,8 +20,9 @@ tokens; a token is one clip at one time step. Metrics (``_v``: from the masked v
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from sava_core.alignment import AlignModel
 from sava_core.config import ProbeConfig
 from sava_core.contracts import LatentSplit
 
@@ -63,7 +64,8 @@ def support_jaccard(mask: Tensor, threshold: float) -> float:
 
 
 @torch.no_grad()
-def audit(model, projector, train: LatentSplit, test: LatentSplit, probe: ProbeConfig) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def audit(model: AlignModel, projector: nn.Module, train: LatentSplit, test: LatentSplit,
+          probe: ProbeConfig) -> dict[str, float]:
     """All audit metrics for a trained Stage I model (see the module docstring)."""
     model.eval()
     projector.eval()
@@ -96,7 +98,7 @@ def audit(model, projector, train: LatentSplit, test: LatentSplit, probe: ProbeC
             m[name] = sum(parts) / len(parts) if parts else None
     m["xrec"] = 0.5 * (unexplained(te.xa_hat, test.audio) + unexplained(te.xv_hat, test.video))
     m["xrec_shuffled"] = 0.5 * (unexplained(shuffled.xa_hat, test.audio) + unexplained(shuffled.xv_hat, test.video))
-    threshold = float(getattr(model.m_v.params, "threshold", 0.5))
+    threshold = float(model.m_v.threshold)
     m["density"] = 0.5 * float((te.mv > threshold).double().mean() + (te.ma > threshold).double().mean())
     m["mask_mean"] = 0.5 * float(te.mv.double().mean() + te.ma.double().mean())
     m["support_jaccard"] = 0.5 * (support_jaccard(te.mv, threshold) + support_jaccard(te.ma, threshold))

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from pydantic import BaseModel
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
@@ -72,7 +73,7 @@ def weights_hash(module: nn.Module) -> str:
 
 def _params(component: Any) -> Any:
     params = getattr(component, "params", None)
-    return params.model_dump(mode="json") if hasattr(params, "model_dump") else None
+    return params.model_dump(mode="json") if isinstance(params, BaseModel) else None
 
 
 def encoder_fingerprint(encoder: VideoEncoder | AudioEncoder) -> dict[str, Any]:

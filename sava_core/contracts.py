@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 from pydantic import BaseModel
@@ -122,20 +122,27 @@ class Adapter(nn.Module, Component, ABC):
     def forward(self, z: Tensor) -> Tensor: ...
 
 
-MaskMode = Literal["none", "video_only", "joint"]
-
-
 class Mask(nn.Module, Component, ABC):
     """M_V or M_A (Eq. 4-5): (own (B, T, d), partner (B, T, d)) -> weights (B, T, d) in [0, 1].
 
-    ``mode`` is Table 3's variant: ``none`` returns ones, ``video_only`` looks at ``own`` only
-    (the name follows the paper's video mask; the audio mask likewise sees only audio),
-    ``joint`` looks at both. ``hard`` masks are exactly 0 or 1 in the forward pass.
+    What Stage I and the audit read from a mask, besides calling it:
+
+    * ``is_identity``: the mask is all ones whatever its input (Table 3's "no mask", direct
+      alignment); Stage I then adds no sparsity term;
+    * ``uses_partner``: the mask reads the partner latent (Table 3's joint mask); the audit's
+      shuffled-partner control is meaningful only then;
+    * ``hard``: the forward pass gives exactly 0 or 1;
+    * ``threshold``: entries above it count as open in the audit's ``density``;
+    * ``train()`` / ``eval()``: training-only behaviour (noise, dropout on the partner) must be off
+      in eval mode, which is how the audit, P_theta's targets and Stage II call it.
+
     Runtime argument: ``dim`` (d).
     """
 
-    mode: MaskMode
-    hard: bool
+    is_identity: bool = False
+    uses_partner: bool = True
+    hard: bool = False
+    threshold: float = 0.5
 
     @abstractmethod
     def forward(self, own: Tensor, partner: Tensor) -> Tensor: ...
@@ -221,7 +228,13 @@ class JointGenerator(nn.Module, Component, ABC):
 
 
 class Sampler(Component, ABC):
-    """The reverse process (App. C): scheduler, number of steps and classifier-free guidance."""
+    """The reverse process (App. C): scheduler, number of steps and classifier-free guidance, and
+    the forward process that noises training latents under the same schedule."""
+
+    @abstractmethod
+    def train_scheduler(self, backbone: Backbone) -> Any:
+        """The forward process of ``backbone``'s schedule: an object with ``add_noise(x0, noise, t)``,
+        ``get_velocity(x0, noise, t)`` and ``config.num_train_timesteps`` (a diffusers scheduler)."""
 
     @abstractmethod
     def sample(
@@ -275,7 +288,9 @@ class Score:
 
 
 class Metric(Component, ABC):
-    """Generated (+ reference) media or features -> :class:`Score`."""
+    """Generated (+ reference) media or features -> :class:`Score`.
+
+    Runtime argument: ``registries`` (to build the feature extractors the metric names)."""
 
     @abstractmethod
     def compute(self, generated: Any, reference: Any | None = None) -> Score: ...
@@ -328,6 +343,14 @@ class Clip:
         return self.video.shape[0] / self.fps
 
 
+class ClipSplit(Protocol):
+    """A map-style dataset of :class:`Clip` (e.g. a ``torch.utils.data.Dataset`` with ``__len__``)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Clip: ...
+
+
 class Dataset(Component, ABC):
     """Clips with captions, split into ``splits`` (train / val / test).
 
@@ -337,13 +360,22 @@ class Dataset(Component, ABC):
 
     splits: tuple[str, ...] = ("train", "val", "test")
 
-    def media(self, split: str) -> torch.utils.data.Dataset[Clip]:
-        """The split as a map-style dataset of :class:`Clip` (usable with DataLoader workers)."""
+    def media(self, split: str) -> ClipSplit:
+        """The split as a map-style dataset of :class:`Clip` (usable with DataLoader workers).
+
+        Optional attributes of the returned split, read by the latent cache: ``spec`` (an object
+        with the decoding's ``fps`` and ``sample_rate``; else the first clip's are used) and
+        ``skipped`` (a list of :class:`sava_core.decode.Skip`: files left out, with the reason)."""
         raise NotImplementedError(f"{type(self).__name__} provides latents, not media")
 
     def latents(self, split: str) -> LatentSplit:
         """The split as encoder latents; media datasets are encoded by the recipe's encoders instead."""
         raise NotImplementedError(f"{type(self).__name__} provides media, not latents")
+
+    def fingerprint(self, split: str) -> dict[str, Any] | None:
+        """What the split's content depends on beyond the parameters (e.g. a manifest's hash and the
+        decoding settings), for the latent cache's key; None: the parameters say it all."""
+        return None
 
     @property
     def provides_latents(self) -> bool:
@@ -352,3 +384,27 @@ class Dataset(Component, ABC):
     @property
     def provides_media(self) -> bool:
         return type(self).media is not Dataset.media
+
+
+class GroundTruthWorld(ABC):
+    """A dataset that knows the factors behind its clips (a synthetic world), so that Stage III can
+    sample prompts with known content and check generated clips against it. Mixed into a
+    :class:`Dataset`."""
+
+    @abstractmethod
+    def prompts(self, n: int, seed: int) -> list[tuple[str, Any]]:
+        """``n`` test prompts with the factors each asks for, the same for the same seed."""
+
+    @abstractmethod
+    def factors(self, split: str, index: int) -> Any:
+        """The factors of clip ``index`` of ``split``."""
+
+    @abstractmethod
+    def ground_truth_metrics(self, video: Tensor, audio: Tensor, factors: list[Any], tolerance_s: float) -> dict[str, float]:
+        """Checks of clips (video (B, F, 3, H, W), audio (B, C, S)) against the factors asked for
+        (e.g. audio-video synchronisation, class consistency); events match within ``tolerance_s``."""
+
+    def prompt_edits(self, n: int, seed: int) -> dict[str, list[tuple[str, Any]]]:
+        """Appendix E: ``base`` prompts and copies changing one ``non_audible`` or one ``audible``
+        attribute, each with its factors."""
+        raise NotImplementedError(f"{type(self).__name__} cannot make prompt edits")

@@ -30,6 +30,7 @@ import logging
 import math
 import os
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
@@ -151,9 +152,16 @@ def _open(path: str) -> av.container.InputContainer:
         raise MediaError(path, f"not readable media (truncated or not audio/video): {exc.strerror or exc}") from None
 
 
+def time_base(stream: av.stream.Stream) -> Fraction:
+    """The stream's time base (seconds per tick); PyAV leaves it None only for streams it cannot time."""
+    if stream.time_base is None:
+        raise MediaError(str(stream.container.name), f"stream {stream.index} has no time base")
+    return stream.time_base
+
+
 def _stream_span(container: av.container.InputContainer, stream: av.stream.Stream) -> tuple[float, float]:
     """(start, end) in seconds of ``stream`` as its header records them."""
-    tb = stream.time_base
+    tb = time_base(stream)
     start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
     if stream.duration is not None:
         return start, start + float(stream.duration * tb)
@@ -164,7 +172,7 @@ def _stream_span(container: av.container.InputContainer, stream: av.stream.Strea
 
 def _readable_end(path: str, container: av.container.InputContainer, stream: av.stream.Stream, end: float) -> float:
     """Demux (no decoding) the last second of ``stream``; the end (s) of the last packet found."""
-    tb = stream.time_base
+    tb = time_base(stream)
     try:
         container.seek(max(0, int((end - 1.0) / tb)), stream=stream, backward=True)
         last = -math.inf
@@ -260,11 +268,11 @@ def decode_video(path: str | Path, info: MediaInfo, start: float, frames: int, s
             vs = container.streams.video[0]
             vs.thread_type = "AUTO"
             if start > 0:
-                container.seek(max(0, int((targets[0] - period) / vs.time_base)), stream=vs, backward=True)
+                container.seek(max(0, int((targets[0] - period) / time_base(vs))), stream=vs, backward=True)
             for frame in container.decode(vs):
                 if frame.pts is None:
                     continue
-                t = float(frame.pts * vs.time_base)
+                t = float(frame.pts * time_base(vs))
                 if t < targets[0] - period:
                     continue
                 times.append(t)
@@ -299,11 +307,11 @@ def _pyav_audio(path: str, window_start: float, window_end: float) -> tuple[np.n
             rate = ast.codec_context.sample_rate
             resampler = av.AudioResampler(format="fltp")
             if window_start > 0:
-                container.seek(max(0, int(window_start / ast.time_base)), stream=ast, backward=True)
+                container.seek(max(0, int(window_start / time_base(ast))), stream=ast, backward=True)
             for frame in container.decode(ast):
                 if frame.pts is None:
                     continue
-                t = float(frame.pts * ast.time_base)
+                t = float(frame.pts * time_base(ast))
                 if t + frame.samples / rate < window_start:
                     continue
                 if first is None:

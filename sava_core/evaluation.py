@@ -16,6 +16,7 @@ of different protocols in one column silently.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import shlex
@@ -32,6 +33,7 @@ from torch import Tensor
 from sava_core.errors import SavaError
 from sava_core.io import atomic_write_json, atomic_write_with
 from sava_core.metrics.frechet import StreamingGaussian
+from sava_core.registry import Registries, get_registries
 
 VIDEO_SUFFIXES = (".mp4",)
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -225,6 +227,10 @@ class ReferenceStats:
     source: str = ""
 
 
+def _save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
+    save_file(tensors, str(path))
+
+
 def save_reference_stats(folder: str | Path, stats: dict[str, ReferenceStats]) -> None:
     """Write ``stats`` (by metric label) into ``folder``: one safetensors file per label and
     ``stats.json`` (the index, with each protocol); every file is written atomically."""
@@ -239,7 +245,7 @@ def save_reference_stats(folder: str | Path, stats: dict[str, ReferenceStats]) -
         tensors = {k: v.detach().cpu().contiguous() for k, v in (("rows", s.rows), ("logits", s.logits)) if v is not None}
         if tensors:
             entry["tensors"] = f"{safe}.tensors.safetensors"
-            atomic_write_with(folder / entry["tensors"], lambda tmp, t=tensors: save_file(t, str(tmp)))
+            atomic_write_with(folder / entry["tensors"], functools.partial(_save_tensors, tensors))
         if s.ids is not None:
             entry["ids"] = s.ids
         index["metrics"][label] = entry
@@ -340,15 +346,17 @@ def evaluate(
     reference: str | Path | None = None,
     save_stats: str | Path | None = None,
     out: str | Path | None = None,
+    registries: Registries | None = None,
 ) -> EvalResult:
     """Run ``metrics`` on the clips at ``generated`` against ``reference`` (clips, or statistics saved
     earlier with ``save_stats``); write the JSON document to ``out`` (atomically) when given.
 
     Reference statistics are computed once per metric; with ``save_stats`` they are written to that
-    folder and can replace ``reference`` later (the same protocol is then required).
+    folder and can replace ``reference`` later (the same protocol is then required). Metrics are
+    built from ``registries`` (default: :func:`~sava_core.registry.get_registries`) and given them, to
+    build their feature extractors.
     """
-    from sava_core.registry import get_registries
-
+    registries = registries or get_registries()
     requests = [parse_metric_spec(m) if isinstance(m, str) else m for m in metrics]
     if not requests:
         raise SavaError("no metric requested: give --metric NAME (e.g. --metric fad)")
@@ -366,12 +374,12 @@ def evaluate(
     if save_stats is not None and ref_clips is None:
         raise SavaError("--save-stats needs --reference pointing at reference clips (a folder or manifest)")
 
-    registry = get_registries()["metric"]
+    registry = registries["metric"]
     scores: list[dict[str, Any]] = []
     computed: dict[str, ReferenceStats] = {}
     for req in requests:
         try:
-            metric = registry.build(req.name, req.params)
+            metric = registry.build(req.name, req.params, registries=registries)
         except ValidationError as err:
             raise SavaError(f"--metric {req.label}: bad parameters for metric {req.name!r}:\n{err}") from None
         ref: ReferenceStats | None = None

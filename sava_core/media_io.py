@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from itertools import cycle
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -23,7 +24,8 @@ import soundfile
 import torch
 from torch import Tensor
 
-from sava_core.io import atomic_path
+from sava_core.decode import time_base
+from sava_core.io import atomic_path, atomic_write_text
 
 #: Video encoders tried in order (libx264 for H.264; mpeg4 where FFmpeg was built without it).
 VIDEO_CODECS = ("libx264", "mpeg4")
@@ -57,20 +59,20 @@ def write_mp4(path: str | Path, video: Tensor, fps: float, audio: Tensor, sample
     samples = np.ascontiguousarray(audio.detach().clamp(-1, 1).float().cpu().numpy())
     codec = _video_codec()
     with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
-        vstream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        vstream: Any = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))  # PyAV's stubs: a union
         vstream.width, vstream.height, vstream.pix_fmt = w, h, "yuv420p"
         if codec == "libx264":
             vstream.options = {"crf": str(crf)}
-        astream = container.add_stream("aac", rate=sample_rate)
+        astream: Any = container.add_stream("aac", rate=sample_rate)
         astream.layout = _layout(samples.shape[0])
         for k in range(f):
             frame = av.VideoFrame.from_ndarray(frames[k], format="rgb24")
             frame.pts = k
             container.mux(vstream.encode(frame))
         container.mux(vstream.encode())
-        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=astream.layout.name)
-        frame.sample_rate, frame.pts = sample_rate, 0
-        container.mux(astream.encode(frame))  # PyAV cuts it into the encoder's 1024-sample frames
+        sound = av.AudioFrame.from_ndarray(samples, format="fltp", layout=astream.layout.name)
+        sound.sample_rate, sound.pts = sample_rate, 0
+        container.mux(astream.encode(sound))  # PyAV cuts it into the encoder's 1024-sample frames
         container.mux(astream.encode())
 
 
@@ -82,18 +84,18 @@ def read_mp4(path: str | Path) -> tuple[Tensor, Tensor, float, int]:
     """
     with av.open(str(path)) as container:
         vstream = container.streams.video[0]
-        fps = float(vstream.average_rate or vstream.guessed_rate)
+        fps = float(vstream.average_rate or vstream.guessed_rate or 0)
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(vstream)]
     with av.open(str(path)) as container:
         astream = container.streams.audio[0]
         sample_rate = astream.codec_context.sample_rate
         channels = astream.codec_context.layout.nb_channels
-        samples = np.concatenate([
+        samples: Any = np.concatenate([
             frame.to_ndarray() if frame.format.is_planar else frame.to_ndarray().reshape(-1, channels).T
             for frame in container.decode(astream)
         ], axis=1)
         if astream.duration is not None:
-            samples = samples[:, : round(float(astream.duration * astream.time_base) * sample_rate)]
+            samples = samples[:, : round(float(astream.duration * time_base(astream)) * sample_rate)]
     video = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
     return video, torch.from_numpy(samples.astype(np.float32)), fps, sample_rate
 
@@ -161,3 +163,23 @@ def save_av_figure(path: str | Path, video: Tensor, audio: Tensor, fps: float, s
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def save_samples(folder: Path, prompts: list[str], video: Tensor, audio: Tensor, fps: float, sample_rate: int,
+                 limit: int) -> None:
+    """mp4 (video + audio), wav and a keyframes-over-spectrogram PNG for the first ``limit`` samples
+    (``sample-NNN.*``); video (N, F, 3, H, W) in [0, 1], audio (N, C, S) in [-1, 1]."""
+    for i in range(min(limit, len(prompts))):
+        stem = folder / f"sample-{i:03d}"
+        write_mp4(stem.with_suffix(".mp4"), video[i], fps, audio[i], sample_rate)
+        write_wav(stem.with_suffix(".wav"), audio[i], sample_rate)
+        save_av_figure(stem.with_suffix(".png"), video[i], audio[i], fps, sample_rate, title=prompts[i])
+
+
+def write_clips(folder: Path, captions: list[str], video: Tensor, audio: Tensor, fps: float, sample_rate: int) -> Path:
+    """Clips as ``clip-NNNNN.mp4`` (video + audio) with their captions in ``clip-NNNNN.txt``: the
+    layout ``sava eval`` reads; generated and reference clips of the same index share a name."""
+    for i, caption in enumerate(captions):
+        write_mp4(folder / f"clip-{i:05d}.mp4", video[i], fps, audio[i], sample_rate)
+        atomic_write_text(folder / f"clip-{i:05d}.txt", caption)
+    return folder

@@ -110,8 +110,9 @@ def tiny_tokenizer(family: Family, vocab_size: int = 300, model_max_length: int 
         return _clip_tokenizer(model_max_length)
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+    trainer: Any
     if family == "t5":
-        from transformers import T5TokenizerFast
+        from transformers import T5TokenizerFast  # type: ignore[attr-defined]  # lazy-exported
 
         tok = Tokenizer(models.Unigram())
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
@@ -134,6 +135,7 @@ def tiny_tokenizer(family: Family, vocab_size: int = 300, model_max_length: int 
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(TINY_CORPUS, trainer)
     model = json.loads(tok.to_str())["model"]
+    merges: Any
     vocab, merges = model["vocab"], [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
     if family == "gemma":
         from transformers import GemmaTokenizer

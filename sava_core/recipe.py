@@ -167,7 +167,35 @@ def check(data: dict[str, Any], registries: Registries | None = None, prefix: st
             problems += _pydantic_problems(exc, f"{prefix}{path}.params")
         except SavaError as exc:
             problems.append(Problem(f"{prefix}{path}", str(exc)))
+    if recipe is not None and not problems:
+        problems += _step_problems(recipe, registries, prefix)
     return (recipe if not problems else None), problems
+
+
+def _step_problems(recipe: Recipe, registries: Registries, prefix: str) -> list[Problem]:
+    """The stage list and the generation mode, checked against the registered stages and modes:
+    names, order (each stage's ``order``), and what each stage requires of the rest of the recipe."""
+    problems: list[Problem] = []
+    stages = []
+    for i, name in enumerate(recipe.stages):
+        try:
+            stages.append((name, registries["stage"].get(name).load()()))
+        except UnknownComponentError as exc:
+            problems.append(Problem(f"{prefix}stages.{i}", str(exc)))
+        except SavaError as exc:
+            problems.append(Problem(f"{prefix}stages.{i}", str(exc)))
+    try:
+        registries["generation_mode"].get(recipe.generate.mode).load()
+    except SavaError as exc:
+        problems.append(Problem(f"{prefix}generate.mode", str(exc)))
+    if problems:
+        return problems
+    order = [name for name, _ in sorted(stages, key=lambda item: item[1].order)]
+    if len(set(recipe.stages)) != len(recipe.stages) or order != recipe.stages:
+        problems.append(Problem(f"{prefix}stages", f"{recipe.stages} must be distinct and in the order {order}"))
+    for name, stage in stages:
+        problems += [Problem(f"{prefix}stages", f"{name}: {text}") for text in stage.requires(recipe, registries)]
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,13 @@ One :class:`Registry` per component kind. An entry names its code as a lazy "mod
 its parameters as a pydantic model (also lazy, in a module that must not import torch), so that
 ``sava list`` and ``sava validate`` stay light.
 
-Environment:
+Callers build the registries once (:func:`load_registries`, or the process-wide default
+:func:`get_registries`) and pass them to whatever needs components. Only the public entry points
+(``recipe.plan``, ``runner.run_plan``, ``evaluation.evaluate`` and the plug-in test kit) fall back to
+the default when given none; stages, the toolkit and plug-ins use the registries they are handed.
+
+Environment (read by :func:`plugin_settings_from_environment`; :func:`load_registries` takes the
+settings as arguments):
     SAVA_DISABLE_PLUGIN_AUTOLOAD=1  load only the entry points named in SAVA_PLUGINS (comma list).
     SAVA_BLOCK_PLUGINS=a,b          never load these entry points (by entry-point name).
 """
@@ -23,7 +29,7 @@ import pluggy
 from pydantic import BaseModel
 
 from sava_core.errors import DuplicateComponentError, SavaError, UnknownComponentError
-from sava_core.plugin import ENTRY_POINT_GROUP, PROJECT, HookSpecs
+from sava_core.plugin import ENTRY_POINT_GROUP, PROJECT, HookSpecs, WeightsRequest
 
 #: Every component kind of the method (the paper, section 3), with the contract
 #: (base class) a registered target must subclass.
@@ -41,7 +47,13 @@ KINDS: dict[str, str] = {
     "metric": "sava_core.contracts:Metric",
     "extractor": "sava_core.contracts:FeatureExtractor",
     "dataset": "sava_core.contracts:Dataset",
+    "stage": "sava_core.stage:Stage",
+    "generation_mode": "sava_core.stage:GenerationMode",
 }
+
+
+#: Kinds whose components take no parameters (constructed as ``Component(**runtime)``).
+PARAMETERLESS = frozenset({"stage", "generation_mode"})
 
 
 def import_target(target: str) -> Any:
@@ -144,6 +156,10 @@ class Registry:
     def build(self, name: str, params: dict[str, Any] | BaseModel | None = None, **runtime: Any) -> Any:
         """Instantiate ``name`` with validated ``params`` and runtime arguments (sizes, devices)."""
         entry = self.get(name)
+        if self.kind in PARAMETERLESS:
+            if params:
+                raise SavaError(f"{self.kind} {name!r} takes no parameters")
+            return entry.load()(**runtime)
         model = entry.load_params()
         if not isinstance(params, model):
             params = model.model_validate(params or {})
@@ -178,12 +194,24 @@ class Registration:
         self.entries.append(ComponentEntry(kind, name, target, params, summary, self.origin))
 
 
+def _hook_manager() -> pluggy.PluginManager:
+    manager = pluggy.PluginManager(PROJECT)
+    manager.add_hookspecs(HookSpecs)
+    return manager
+
+
 @dataclass
 class Registries:
-    """All registries plus the report of which plug-ins loaded."""
+    """All registries, the report of which plug-ins loaded, and the hooks of the loaded plug-ins."""
 
     kinds: dict[str, Registry] = field(default_factory=lambda: {k: Registry(k) for k in KINDS})
     plugins: list[PluginInfo] = field(default_factory=list)
+    hooks: pluggy.PluginManager = field(default_factory=_hook_manager)
+
+    def component_weights(self, request: WeightsRequest) -> str | None:
+        """The weights file a plug-in supplies for ``request.slot`` (``sava_component_weights``), or None."""
+        result: str | None = self.hooks.hook.sava_component_weights(request=request)
+        return result
 
     def __getitem__(self, kind: str) -> Registry:
         try:
@@ -200,8 +228,7 @@ class Registries:
 
     def add_plugin(self, module: ModuleType | object, origin: Origin) -> PluginInfo:
         """Run one plug-in's ``sava_register``; on any error record it and register nothing from it."""
-        manager = pluggy.PluginManager(PROJECT)
-        manager.add_hookspecs(HookSpecs)
+        manager = _hook_manager()
         info = PluginInfo(origin.plugin, origin.distribution, origin.version, "loaded")
         registration = Registration(origin)
         try:
@@ -217,6 +244,7 @@ class Registries:
                     del self[entry.kind]._entries[entry.name]
                 raise
             info.components = len(registration.entries)
+            self.hooks.register(module, name=origin.plugin)
         except Exception as exc:  # a broken plug-in must not take the others down
             info.status, info.reason = "failed", f"{type(exc).__name__}: {exc}"
         self.plugins.append(info)
@@ -227,12 +255,11 @@ def _env_list(name: str) -> set[str]:
     return {part.strip() for part in os.environ.get(name, "").split(",") if part.strip()}
 
 
-def load_registries() -> Registries:
-    """Discover the ``sava.plugins`` entry points and run each plug-in's registration hook."""
+def load_registries(blocked: set[str] | frozenset[str] = frozenset(), only: set[str] | None = None) -> Registries:
+    """Discover the ``sava.plugins`` entry points and run each plug-in's registration hook.
+
+    ``blocked``: entry-point names never loaded; ``only``: when given, load just these."""
     registries = Registries()
-    autoload = os.environ.get("SAVA_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0")
-    wanted = _env_list("SAVA_PLUGINS")
-    blocked = _env_list("SAVA_BLOCK_PLUGINS")
     eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
     seen: set[str] = set()
     for ep in eps:
@@ -242,12 +269,10 @@ def load_registries() -> Registries:
         dist = ep.dist.name if ep.dist else "?"
         version = ep.dist.version if ep.dist else "?"
         if ep.name in blocked:
-            registries.plugins.append(PluginInfo(ep.name, dist, version, "blocked", "SAVA_BLOCK_PLUGINS"))
+            registries.plugins.append(PluginInfo(ep.name, dist, version, "blocked", "blocked (--block-plugin or SAVA_BLOCK_PLUGINS)"))
             continue
-        if not autoload and ep.name not in wanted:
-            registries.plugins.append(
-                PluginInfo(ep.name, dist, version, "blocked", "SAVA_DISABLE_PLUGIN_AUTOLOAD (not in SAVA_PLUGINS)")
-            )
+        if only is not None and ep.name not in only:
+            registries.plugins.append(PluginInfo(ep.name, dist, version, "blocked", "not in SAVA_PLUGINS (SAVA_DISABLE_PLUGIN_AUTOLOAD)"))
             continue
         origin = Origin(ep.name, dist, version)
         try:
@@ -262,11 +287,18 @@ def load_registries() -> Registries:
 _REGISTRIES: Registries | None = None
 
 
+def plugin_settings_from_environment() -> tuple[set[str], set[str] | None]:
+    """(blocked, only) for :func:`load_registries` from SAVA_BLOCK_PLUGINS and
+    SAVA_DISABLE_PLUGIN_AUTOLOAD / SAVA_PLUGINS (see the module docstring)."""
+    autoload = os.environ.get("SAVA_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0")
+    return _env_list("SAVA_BLOCK_PLUGINS"), None if autoload else _env_list("SAVA_PLUGINS")
+
+
 def get_registries() -> Registries:
-    """The process-wide registries, loaded on first use."""
+    """The process-wide default registries, loaded on first use with the environment's settings."""
     global _REGISTRIES
     if _REGISTRIES is None:
-        _REGISTRIES = load_registries()
+        _REGISTRIES = load_registries(*plugin_settings_from_environment())
     return _REGISTRIES
 
 

@@ -15,9 +15,9 @@ import yaml
 from sava_core.errors import SavaError
 from sava_core.io import atomic_write_json, atomic_write_text
 from sava_core.recipe import Cell, Plan
-from sava_core.registry import Registries, get_registries, import_target
+from sava_core.registry import Registries, get_registries
 from sava_core.rundir import cell_dir, environment, read_metrics, read_resolved_hash, write_resolved, write_results
-from sava_core.stages import STAGES
+from sava_core.stage import Stage, StageContext
 
 log = logging.getLogger("sava")
 
@@ -82,10 +82,11 @@ def run_plan(
     registries: Registries | None = None,
 ) -> RunResult:
     """Run the cells of ``plan`` (one shard of them if given) under ``out``; skip finished cells on
-    resume; write the results of the cells run here."""
+    resume; write the results of the cells run here. ``registries``: the components to build from
+    (default: :func:`~sava_core.registry.get_registries`; pass the ones the plan was made with)."""
     from accelerate import PartialState
 
-    from sava_core.stages.align import use_cpu
+    from sava_core.device import use_cpu
 
     state = PartialState(cpu=use_cpu(plan.cells[0].recipe.device))
     main = state.is_main_process
@@ -119,8 +120,14 @@ def run_plan(
                 atomic_write_text(folder / "recipe.yaml", yaml.safe_dump(cell.recipe.model_dump(mode="json"), sort_keys=False))
             state.wait_for_everyone()
             metrics: dict[str, float] = {}
-            for stage in cell.recipe.stages:
-                metrics |= import_target(STAGES[stage])(cell.recipe, folder, registries, resume=resume)
+            context = StageContext(cell.recipe, folder, registries, resume)
+            for name in cell.recipe.stages:
+                stage: Stage = registries["stage"].build(name)
+                metrics |= stage.run(context)
+                missing = [f for f in stage.produces(cell.recipe) if main and not (folder / f).is_file()]
+                if missing:
+                    raise SavaError(f"{cell.key}: the stage {name!r} did not write {', '.join(missing)} (it promises "
+                                    "them to the stages after it); see sava.log")
                 state.wait_for_everyone()  # the next stage reads what the main process just wrote
             if main:
                 atomic_write_json(metrics_path, metrics)
@@ -161,7 +168,7 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def merge_runs(dirs: list[Path], out: Path, *, partial: bool = False) -> RunResult:
+def merge_runs(dirs: list[Path], out: Path, *, partial: bool = False, registries: Registries | None = None) -> RunResult:
     """Merge run directories (e.g. shards of one grid) into one results table under ``out``.
 
     Refuses runs whose resolved recipes differ outside the grid's keys (variants, sweep, seeds).
@@ -180,7 +187,7 @@ def merge_runs(dirs: list[Path], out: Path, *, partial: bool = False) -> RunResu
         diff = _differences(core(recipes[0]), core(r))
         if diff:
             raise SavaError(f"cannot merge {dirs[0]} and {d}: their recipes differ outside the grid at {', '.join(diff)}")
-    plan = plan_data(recipes[0], source=str(dirs[0] / "resolved.yaml"))
+    plan = plan_data(recipes[0], registries=registries, source=str(dirs[0] / "resolved.yaml"))
     found: dict[tuple[str, int], tuple[Path, dict[str, float]]] = {}
     for d in dirs:
         for metrics_path in sorted((d / "runs").glob("*/seed-*/metrics.json")):

@@ -69,7 +69,7 @@ class EventLog:
 
 
 def make_accelerator(config: TrainConfig, *, cpu: bool, tracking: TrackingConfig | None = None,
-                     tracking_dir: Path | None = None):  # type: ignore[no-untyped-def]
+                     tracking_dir: Path | None = None) -> Any:
     """An :class:`accelerate.Accelerator` for one training phase."""
     import accelerate.optimizer
     from accelerate import Accelerator

@@ -14,13 +14,20 @@ import torch
 from diffusers import DDIMScheduler, UNetMotionModel
 from pydantic import ValidationError
 
-from sava_animatediff.models import SCHEDULER_CONFIG, TINY_TEXT_LENGTH, tiny_clip_text, tiny_motion_adapter, tiny_sd_vae, tiny_unet
+from sava_animatediff.models import (
+    SCHEDULER_CONFIG,
+    TINY_TEXT_LENGTH,
+    tiny_clip_text,
+    tiny_motion_adapter,
+    tiny_sd_vae,
+    tiny_unet,
+)
+from sava_core.conditioning import Phi, add_lora
 from sava_core.contracts import Condition
 from sava_core.errors import SavaError
+from sava_core.losses import DiffusionObjective
 from sava_core.pretrained import tiny_tokenizer
 from sava_core.registry import get_registries
-from sava_core.stages.finetune import add_lora
-from sava_core.stages.generation import DiffusionObjective, Phi
 from sava_core.testing import ComponentTests
 
 VIDEO = (2, 6, 3, 32, 32)  # 6 frames of 32x32 -> grid (6, 4, 4, 4)

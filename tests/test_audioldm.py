@@ -17,10 +17,10 @@ from sava_audioldm.backbones import SCHEDULER_CONFIG, tiny_audioldm2_unet, tiny_
 from sava_audioldm.params import AudioLDMVAEParams
 from sava_audioldm.text import GENERATED_TOKENS, tiny_modules
 from sava_audioldm.vae import tiny_vae, tiny_vocoder
+from sava_core.conditioning import add_lora
 from sava_core.contracts import Condition
 from sava_core.errors import SavaError
 from sava_core.registry import get_registries
-from sava_core.stages.finetune import add_lora
 from sava_core.testing import ComponentTests
 
 SR, HOP = 16000, 160
@@ -347,7 +347,10 @@ def test_v2_lora_targets_are_the_cross_attentions(v2, text2) -> None:  # type: i
     with torch.no_grad():
         plain = adapted(x, t, Condition(emb.tokens, emb.mask))
         off = adapted(x, t, Condition(emb.tokens, emb.mask, extra, ~on))
-    torch.testing.assert_close(off, plain, rtol=0, atol=1e-6)
+    # Masked-out extra tokens change the attention's padded length, so the float32 sums run in
+    # another order: differences of a few ulps (1.2e-6 seen at |values| ~ 1 on one CPU) are rounding,
+    # not leakage; a leaking condition moves outputs by orders of magnitude more (1e-2 and up).
+    torch.testing.assert_close(off, plain, rtol=1e-5, atol=1e-5)
 
 
 def test_v2_round_trip_and_checks(tmp_path: Path, v2, text2) -> None:  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ from pydantic import Field
 from torch import nn
 from typer.testing import CliRunner
 
+from sava_cli.data_cmd import cache_app
 from sava_core.cache import cache_clear, cache_info, encode_split, weights_hash
 from sava_core.config import StrictModel
 from sava_core.contracts import AudioEncoder, Clip, Dataset, VideoEncoder
@@ -20,7 +21,6 @@ from sava_core.decode import MediaError
 from sava_core.errors import SavaError
 from sava_core.media_io import write_mp4
 from sava_core.registry import get_registries
-from sava_cli.data_cmd import cache_app
 
 
 class TinyParams(StrictModel):
@@ -90,7 +90,8 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def folder(manifest: Path, tmp_path: Path, **params):
-    base = {"manifest": str(manifest), "fps": 8, "sample_rate": 8000, "segment": 1.0, "cache_root": str(tmp_path / "probes")}
+    base = {"manifest": str(manifest), "fps": 8, "sample_rate": 8000, "segment": 1.0,
+            "cache_root": str(tmp_path / "probes")}
     return get_registries()["dataset"].build("folder", {**base, **params})
 
 
@@ -203,9 +204,10 @@ def test_video_must_match_the_frame_rate_and_audio_is_resampled_to_the_encoders_
     with pytest.raises(SavaError, match="4.0 fps"):
         encode_split(ds, "train", TinyVideoEncoder(TinyParams(), frame_rate=4.0), TinyAudioEncoder(TinyParams()),
                      cache_root=tmp_path)
-    at_8k = encode_split(ds, "train", TinyVideoEncoder(TinyParams()), TinyAudioEncoder(TinyParams()), cache_root=tmp_path)
-    at_16k = encode_split(ds, "train", TinyVideoEncoder(TinyParams()), TinyAudioEncoder(TinyParams(), sample_rate=16000),
-                          cache_root=tmp_path)
+    at_8k = encode_split(ds, "train", TinyVideoEncoder(TinyParams()), TinyAudioEncoder(TinyParams()),
+                         cache_root=tmp_path)
+    at_16k = encode_split(ds, "train", TinyVideoEncoder(TinyParams()),
+                          TinyAudioEncoder(TinyParams(), sample_rate=16000), cache_root=tmp_path)
     # 1 s segments: 8 windows of 1000 samples at 8 kHz, 16 at 16 kHz, interpolated to the video's 8 steps
     assert at_8k.audio.shape == at_16k.audio.shape
     rms_8k, rms_16k = at_8k.audio[..., 1], at_16k.audio[..., 1]

@@ -54,8 +54,8 @@ class TestClapAudio(ComponentTests):
 
 
 def test_text_tokens_and_pooled_widths() -> None:
-    tokens, pooled = build("text_encoder", "clap_text", preset="tiny"), build("text_encoder", "clap_text", preset="tiny",
-                                                                               output="pooled")
+    tokens, pooled = (build("text_encoder", "clap_text", preset="tiny"),
+                      build("text_encoder", "clap_text", preset="tiny", output="pooled"))
     a, b = tokens.encode(PROMPTS), pooled.encode(PROMPTS)
     assert (tokens.dim, tokens.pooled_dim, pooled.dim, pooled.pooled_dim) == (24, 16, 16, 16)
     assert a.tokens.shape[::2] == (3, 24) and a.mask.shape == a.tokens.shape[:2] and a.mask[2].sum() == 2  # <s></s>

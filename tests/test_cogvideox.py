@@ -17,12 +17,12 @@ from pydantic import ValidationError
 
 from sava_cogvideox.models import LORA_TARGETS, SCHEDULER_CONFIG, TINY_TEXT_LENGTH, tiny_t5, tiny_transformer, tiny_vae
 from sava_cogvideox.shared import pool_latent_frames
+from sava_core.conditioning import Phi, add_lora
 from sava_core.contracts import Condition
 from sava_core.errors import SavaError
+from sava_core.losses import DiffusionObjective
 from sava_core.pretrained import tiny_tokenizer
 from sava_core.registry import get_registries
-from sava_core.stages.finetune import add_lora
-from sava_core.stages.generation import DiffusionObjective, Phi
 from sava_core.testing import ComponentTests
 
 VIDEO = (2, 9, 3, 32, 32)  # 9 frames of 32x32 -> grid (3, 4, 4, 4)

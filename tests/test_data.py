@@ -15,13 +15,13 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from sava_cli.data_cmd import cache_app, data_app
 from sava_core.decode import DecodeSpec, MediaError, decode_segment, probe, write_skipped
 from sava_core.errors import SavaError
 from sava_core.media_io import write_mp4, write_wav
 from sava_core.registry import get_registries
 from sava_core.segment import Segmentation, segment_starts
 from sava_core.testing import ComponentTests
-from sava_cli.data_cmd import cache_app, data_app
 
 SRC_FPS, SRC_SR, SECONDS = 12, 16000, 3.0
 CLICK_EVERY = 6  # source frames between clicks (0.5 s)
@@ -78,7 +78,8 @@ def write_faststart_clip(path: Path, seconds: float) -> Path:
             vf.pts = k
             container.mux(vs.encode(vf))
         container.mux(vs.encode())
-        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(source_audio(seconds).numpy()), format="fltp", layout="mono")
+        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(source_audio(seconds).numpy()), format="fltp",
+                                        layout="mono")
         af.sample_rate, af.pts = SRC_SR, 0
         container.mux(ast.encode(af))
         container.mux(ast.encode())
@@ -331,7 +332,8 @@ def test_audiocaps_csvs(tmp_path):
     ds = build("audiocaps", manifest=str(folder), media_root=str(tmp_path))
     test = ds.sources("test")
     assert len(test) == 2 and test[0].caption == "caption 0"
-    assert test[0].meta["captions"] == [f"caption {i}" for i in range(5)] and test[0].meta["audiocap_ids"] == list("01234")
+    assert (test[0].meta["captions"] == [f"caption {i}" for i in range(5)]
+            and test[0].meta["audiocap_ids"] == list("01234"))
     assert Path(test[0].video).name == "lo7pt1kESmA_000030.mp4" and test[1].caption == "Wind, then a dog"
     assert ds.sources("val") == [] and len(ds.sources("train")) == 1
 

@@ -14,7 +14,12 @@ from typer.testing import CliRunner
 from sava_cli.eval_cmd import eval_command
 from sava_core.errors import SavaError
 from sava_core.evaluation import (
-    ClipSet, ProtocolMismatchError, combine_results, evaluate, parse_metric_spec, protocol_id,
+    ClipSet,
+    ProtocolMismatchError,
+    combine_results,
+    evaluate,
+    parse_metric_spec,
+    protocol_id,
 )
 from sava_core.media_io import write_mp4, write_wav
 
@@ -109,7 +114,8 @@ def test_saved_stats_give_the_same_number(sets, tmp_path):
     first = evaluate(sets / "bright", metrics, reference=sets / "dark", save_stats=stats)
     assert (stats / "stats.json").is_file()
     out = tmp_path / "again.json"
-    result = _cli(str(sets / "bright"), "--reference", str(stats), "--out", str(out), *sum((["-m", m] for m in metrics), []))
+    result = _cli(str(sets / "bright"), "--reference", str(stats), "--out", str(out),
+                  *sum((["-m", m] for m in metrics), []))
     assert result.exit_code == 0, result.output + repr(result.exception)
     again = _scores(out)
     for s in first.scores:

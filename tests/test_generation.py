@@ -12,14 +12,15 @@ import torch
 from torch import Tensor
 
 from conftest import REPO
+from sava_core.conditioning import conditioned
 from sava_core.contracts import Condition
+from sava_core.device import use_cpu
+from sava_core.generators import build_generators, plugin_weights
+from sava_core.losses import DiffusionObjective
 from sava_core.media_io import read_mp4
 from sava_core.recipe import plan
 from sava_core.registry import get_registries
 from sava_core.runner import run_plan
-from sava_core.stages.align import use_cpu
-from sava_core.stages.finetune import conditioned
-from sava_core.stages.generation import DiffusionObjective, build_generators
 from sava_core.training import Trainer
 
 TINY_T2AV = [
@@ -84,8 +85,7 @@ def test_pretrain_stores_the_backbones_in_the_requested_precision_and_the_autoen
 def test_stage2_trains_only_lora_and_phi(t2av_run):
     cell = t2av_run / "runs" / "cascade" / "seed-0"
     recipe = plan(REPO / "recipes" / "quickstart.yaml", TINY_T2AV).cells[1].recipe
-    weights = Path(json.loads((cell / "pretrained.json").read_text())["weights"])
-    gen = build_generators(recipe, get_registries(), weights)
+    gen = build_generators(recipe, get_registries(), plugin_weights(recipe, get_registries(), cell))
     c = conditioned(gen, "tv2a", recipe)
     before = {k: v.cpu().clone() for k, v in c.backbone.state_dict().items()}
     phi_before = {k: v.cpu().clone() for k, v in c.phi.state_dict().items()}
@@ -147,7 +147,7 @@ class RecordingBackbone(torch.nn.Module):
 def test_text_only_dropout_drops_the_text_and_keeps_the_condition(text_only):
     from sava_core.components.params import DiffusionSamplerParams
     from sava_core.components.sampling import DiffusersSampler
-    from sava_core.stages.generation import Phi
+    from sava_core.conditioning import Phi
 
     backbone = RecordingBackbone()
     objective = DiffusionObjective(backbone, DiffusersSampler(DiffusionSamplerParams()), 0.0, Phi(4, 6), text_only)
@@ -169,7 +169,7 @@ def test_text_only_dropout_drops_the_text_and_keeps_the_condition(text_only):
 def test_text_swap_pairs_clips_with_another_clips_text_and_keeps_their_condition(text_swap):
     from sava_core.components.params import DiffusionSamplerParams
     from sava_core.components.sampling import DiffusersSampler
-    from sava_core.stages.generation import Phi
+    from sava_core.conditioning import Phi
 
     backbone = RecordingBackbone()
     phi = Phi(4, 6)
@@ -192,7 +192,7 @@ def test_text_swap_pairs_clips_with_another_clips_text_and_keeps_their_condition
 def test_condition_dropout_drops_the_condition_and_keeps_the_text():
     from sava_core.components.params import DiffusionSamplerParams
     from sava_core.components.sampling import DiffusersSampler
-    from sava_core.stages.generation import Phi
+    from sava_core.conditioning import Phi
 
     backbone = RecordingBackbone()
     objective = DiffusionObjective(backbone, DiffusersSampler(DiffusionSamplerParams()), 0.0, Phi(4, 6),
@@ -292,16 +292,17 @@ def test_world_backbones_clip_audio_samples_and_not_video_samples():
 
 def test_cascade_reads_the_generated_video_through_its_frames(t2av_run):
     """P_theta gets f_v of the generated video's decoded frames, as it would of any clip, not the sampled grid."""
-    from sava_core.stages import cascade
-    from sava_core.stages.generation import encode_grids
+    from sava_core.encoding import encode_grids
+    from sava_core.pipeline import SavaPipeline
 
     cell = t2av_run / "runs" / "cascade" / "seed-0"
     recipe = plan(REPO / "recipes" / "quickstart.yaml", TINY_T2AV).cells[1].recipe
-    gen = build_generators(recipe, get_registries(), Path(json.loads((cell / "pretrained.json").read_text())["weights"]))
-    parts = cascade.load_parts(gen, recipe, cell, get_registries())
+    pipe = SavaPipeline.from_cell(recipe, cell, get_registries())
+    gen = pipe.generators
+    assert gen is not None and pipe.projector is not None
     seen: list[Tensor] = []
-    parts.projector.register_forward_hook(lambda module, args, out: seen.append(args[0].cpu()))
-    out = cascade.generate(gen, recipe, parts, ["a red ball bounces twice in front of a blue wall"], seed=0)
+    pipe.projector.register_forward_hook(lambda module, args, out: seen.append(args[0].cpu()))
+    out = pipe(["a red ball bounces twice in front of a blue wall"], seed=0)
     assert torch.allclose(seen[0], gen.video_vae.grid_to_sequence(encode_grids(gen.video_vae, out["video"])), atol=1e-5)
     assert not torch.allclose(seen[0], gen.video_vae.grid_to_sequence(out["video_grid"]), atol=1e-2)
 
@@ -338,10 +339,11 @@ def test_settings_used_after_pretraining_keep_the_shipped_weights():
     attended (condition_window) or how the sampler runs the reverse process (guidance, steps,
     scheduler, clipping) reuses them; changing the backbone's architecture or the noise schedule does not
     (they need their own pretraining)."""
-    from sava_core.stages.generation import shipped_weights
+    from sava_synth.pretrain import shipped_weights
 
     def shipped(*overrides: str, recipe: str = "quickstart") -> bool:
-        return shipped_weights(plan(REPO / "recipes" / f"{recipe}.yaml", list(overrides)).cells[0].recipe) is not None
+        cell = plan(REPO / "recipes" / f"{recipe}.yaml", list(overrides)).cells[0].recipe
+        return shipped_weights(cell, get_registries()) is not None
 
     assert all(shipped(recipe=name) for name in ("synth_pretrain", "t2av_synth", "sensitivity"))
     assert shipped() and shipped("model.audio_backbone.params.condition_window=0")

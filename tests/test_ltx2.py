@@ -154,7 +154,8 @@ def test_a_wrong_local_path_names_the_setting(kind, name, setting, tmp_path):
         build(kind, name, {"pretrained": str(tmp_path / "missing")})
     with pytest.raises(SavaError, match=setting.replace(".", r"\.") + ".*model_index.json"):
         build(kind, name, {"pretrained": str(tmp_path)})
-    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "CogVideoXPipeline", "vae": ["diffusers", "X"]}))
+    (tmp_path / "model_index.json").write_text(
+        json.dumps({"_class_name": "CogVideoXPipeline", "vae": ["diffusers", "X"]}))
     with pytest.raises(SavaError, match=setting.replace(".", r"\.") + ".*CogVideoXPipeline without"):
         build(kind, name, {"pretrained": str(tmp_path)})
 

@@ -11,11 +11,13 @@ import pytest
 import torch
 
 from conftest import REPO, run_cli
+from sava_core.conditioning import conditioned
+from sava_core.encoding import encode_text
+from sava_core.generators import build_generators
+from sava_core.losses import DiffusionObjective
 from sava_core.recipe import plan
 from sava_core.registry import get_registries
 from sava_core.runner import run_plan
-from sava_core.stages.finetune import conditioned
-from sava_core.stages.generation import DiffusionObjective, build_generators, encode_text
 from sava_core.training import Trainer
 
 PAPER = sorted((REPO / "recipes" / "paper").glob("*.yaml"))
@@ -62,7 +64,7 @@ def test_v2a_with_shifted_captions_checks_the_audio_against_the_real_video_and_t
     text (audio_class_acc)."""
     import json
 
-    from sava_core.stages.generation import load_media, media_dataset
+    from sava_core.encoding import load_media, media_dataset
 
     monkeypatch.setenv("SAVA_CACHE", str(tmp_path / "cache"))
     p = plan(REPO / "recipes" / "paper" / "v2a.yaml", ["preset=tiny", "report.plot=false", "generate.caption_shift=1"])

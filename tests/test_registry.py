@@ -7,9 +7,10 @@ import types
 
 import pytest
 
+from conftest import REPO, TINY
 from sava_core.errors import DuplicateComponentError, UnknownComponentError
 from sava_core.plugin import hookimpl
-from sava_core.registry import Origin, Registries, get_registries, load_registries
+from sava_core.registry import Origin, Registries, get_registries, load_registries, plugin_settings_from_environment
 
 
 def _plugin(*registrations: tuple[str, str, str]) -> types.ModuleType:
@@ -71,16 +72,19 @@ def test_a_plugin_that_fails_to_import_is_reported_and_the_others_keep_working(b
 
 
 def test_autoload_can_be_disabled_and_one_plugin_blocked(monkeypatch):
+    assert "factor_world" not in load_registries(blocked={"synth"})["dataset"]
+    assert load_registries(only=set()).entries() == []
+
     monkeypatch.setenv("SAVA_BLOCK_PLUGINS", "synth")
-    registries = load_registries()
+    registries = load_registries(*plugin_settings_from_environment())
     assert "factor_world" not in registries["dataset"] and "mlp" in registries["adapter"]
     assert next(p for p in registries.plugins if p.name == "synth").status == "blocked"
 
     monkeypatch.delenv("SAVA_BLOCK_PLUGINS")
     monkeypatch.setenv("SAVA_DISABLE_PLUGIN_AUTOLOAD", "1")
-    assert load_registries().entries() == []
+    assert load_registries(*plugin_settings_from_environment()).entries() == []
     monkeypatch.setenv("SAVA_PLUGINS", "synth")
-    assert {e.origin.plugin for e in load_registries().entries()} == {"synth"}
+    assert {e.origin.plugin for e in load_registries(*plugin_settings_from_environment()).entries()} == {"synth"}
 
 
 def test_a_target_that_is_not_its_kinds_contract_is_refused():
@@ -93,3 +97,24 @@ def test_a_target_that_is_not_its_kinds_contract_is_refused():
 def test_the_example_third_party_plugin_is_discovered(with_example_plugin):
     entry = get_registries()["adapter"].get("gated_linear")
     assert (entry.origin.plugin, entry.origin.distribution, entry.origin.version) == ("example", "sava-example-plugin", "0.3.0")
+
+
+def test_a_third_party_stage_runs_in_its_order_and_says_what_it_needs(with_example_plugin, tmp_path):
+    """The example plug-in's `stage1_size` stage (order 25) runs after align in a recipe and adds its
+    metrics; without align, or listed before it, the recipe is refused before anything runs."""
+    from sava_core.errors import RecipeError
+    from sava_core.recipe import plan
+    from sava_core.runner import run_plan
+
+    recipe = REPO / "recipes" / "align_quickstart.yaml"
+    tiny = [*TINY, "variants={}"]
+    result = run_plan(plan(recipe, [*tiny, "stages=[align, stage1_size]"]), tmp_path / "run")
+    metrics = result.cells[0][2]
+    assert metrics["params_m_v"] > 0 and metrics["params_projector"] > 0 and "shared_r2" in metrics
+    assert (tmp_path / "run" / "runs" / "default" / "seed-0" / "stage1_size.json").is_file()
+    with pytest.raises(RecipeError, match="stage1_size: reads the align stage's weights"):
+        plan(recipe, [*tiny, "stages=[stage1_size]"])
+    with pytest.raises(RecipeError, match=r"must be distinct and in the order \['align', 'stage1_size'\]"):
+        plan(recipe, [*tiny, "stages=[stage1_size, align]"])
+    with pytest.raises(RecipeError, match="unknown stage 'algn'. Did you mean 'align'"):
+        plan(recipe, [*tiny, "stages=[algn]"])

@@ -25,7 +25,8 @@ PROCESS_TOLERANCE = 1e-3
 
 
 def metrics_of(out: Path) -> dict[str, dict[str, float]]:
-    return {f"{p.parent.parent.name}/{p.parent.name}": json.loads(p.read_text()) for p in sorted(out.glob("runs/*/seed-*/metrics.json"))}
+    return {f"{p.parent.parent.name}/{p.parent.name}": json.loads(p.read_text())
+            for p in sorted(out.glob("runs/*/seed-*/metrics.json"))}
 
 
 def test_two_cpu_processes_reach_the_same_audit_as_one(tmp_path):
@@ -34,8 +35,8 @@ def test_two_cpu_processes_reach_the_same_audit_as_one(tmp_path):
     assert one.returncode == 0, one.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1", **cpu_only}
     two = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sava_cli.main",
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sava_cli.main",
          "run", "align_quickstart", *TINY, "--out", str(tmp_path / "two")],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
@@ -55,7 +56,8 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_metrics(tmp_path):
     assert whole.returncode == 0, whole.stderr
     cut = tmp_path / "cut"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "sava_cli.main", "run", "align_quickstart", *LONG, "--out", str(cut)],
+    proc = subprocess.Popen([sys.executable, "-m", "sava_cli.main", "run", "align_quickstart", *LONG,
+                             "--out", str(cut)],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = cut / "runs" / "none" / "seed-0" / "checkpoints" / "align" / "latest"
     deadline = time.time() + 120

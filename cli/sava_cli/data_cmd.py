@@ -12,17 +12,20 @@ from sava_core.errors import SavaError
 
 data_app = typer.Typer(help="Real datasets: check manifests and media files.", no_args_is_help=True,
                        add_completion=False, rich_markup_mode=None)
-cache_app = typer.Typer(help="The latent cache of frozen-encoder outputs ($SAVA_CACHE/latents; SAVA_CACHE defaults to ~/.cache/sava).",
+cache_app = typer.Typer(help="The latent cache of frozen-encoder outputs "
+                             "($SAVA_CACHE/latents; SAVA_CACHE defaults to ~/.cache/sava).",
                         no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 
-RootOption = Annotated[Optional[Path], typer.Option("--root", help="cache root (default: $SAVA_CACHE/latents; SAVA_CACHE defaults to ~/.cache/sava)")]
+RootOption = Annotated[Optional[Path], typer.Option(
+    "--root", help="cache root (default: $SAVA_CACHE/latents; SAVA_CACHE defaults to ~/.cache/sava)")]
 
 
 @data_app.command()
 def check(
     manifest: Annotated[Path, typer.Argument(help="the manifest: folder CSV/JSONL, VGGSound CSV, or AudioCaps CSV(s)")],
     kind: Annotated[str, typer.Option("--kind", help="dataset kind: folder, vggsound or audiocaps")] = "folder",
-    media_root: Annotated[Optional[Path], typer.Option("--media-root", help="folder of the media files (default: the manifest's)")] = None,
+    media_root: Annotated[Optional[Path], typer.Option(
+        "--media-root", help="folder of the media files (default: the manifest's)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Decode every file of every split and report every problem, without training.
@@ -38,7 +41,8 @@ def check(
     try:
         dataset = get_registries()["dataset"].build(kind, params)
     except ValidationError as exc:
-        raise SavaError(f"{kind}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+        raise SavaError(f"{kind}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                                for e in exc.errors())) from None
     files = len({(s.video, s.audio) for split in dataset.splits for s in dataset.sources(split)})
     problems = dataset.check()
     if as_json:
@@ -59,7 +63,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """List the cache entries: key, split, dataset, encoders, items, size."""
-    from sava_core.cache import resolve_root, cache_info
+    from sava_core.cache import cache_info, resolve_root
 
     rows = cache_info(root)
     if as_json:
@@ -82,10 +86,11 @@ def clear(
     yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
 ) -> None:
     """Delete one cache entry (--key) or all of them."""
-    from sava_core.cache import resolve_root, cache_clear
+    from sava_core.cache import cache_clear, resolve_root
 
     what = f"cache entry {key}" if key else f"every cache entry in {resolve_root(root)}"
     if not yes and not typer.confirm(f"delete {what}?"):
         raise typer.Exit(1)
     removed = cache_clear(root, key)
-    typer.echo(f"deleted {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}" + (f": {', '.join(removed)}" if removed else ""))
+    typer.echo(f"deleted {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}"
+               + (f": {', '.join(removed)}" if removed else ""))

@@ -22,8 +22,10 @@ def eval_command(
     reference: Annotated[Optional[Path], typer.Option(
         "--reference", "-r", help="reference clips (folder or manifest) or statistics saved with --save-stats")] = None,
     save_stats: Annotated[Optional[Path], typer.Option(
-        "--save-stats", help="folder to write the reference statistics to (reuse them with --reference FOLDER)")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write the scores and their protocols as JSON")] = None,
+        "--save-stats",
+        help="folder to write the reference statistics to (reuse them with --reference FOLDER)")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="write the scores and their protocols as JSON")] = None,
 ) -> None:
     """Score generated clips (FVD, FAD, FD, KL, ISc, CLAP score, AVHScore, CAVP similarity).
 

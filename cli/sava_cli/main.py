@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import click
 import typer
 
+from sava_cli.components import block, registries
 from sava_cli.data_cmd import cache_app, data_app
 from sava_cli.eval_cmd import eval_command
 from sava_core.errors import SavaError
@@ -43,9 +44,7 @@ def _global(
 ) -> None:
     if debug:
         _state["debug"] = True
-    if block_plugin:
-        current = [p for p in os.environ.get("SAVA_BLOCK_PLUGINS", "").split(",") if p]
-        os.environ["SAVA_BLOCK_PLUGINS"] = ",".join(current + block_plugin)
+    block(block_plugin or [])
 
 
 def recipes_dir() -> Path:
@@ -73,9 +72,7 @@ def resolve_recipe(recipe: str) -> Path:
 
 
 def _warn_failed_plugins() -> None:
-    from sava_core.registry import get_registries
-
-    for p in get_registries().failures():
+    for p in registries().failures():
         typer.echo(f"warning: plug-in {p.name!r} ({p.distribution} {p.version}) failed to load: {p.reason}", err=True)
 
 
@@ -85,7 +82,7 @@ def validate(recipe: str, overrides: Overrides = None) -> None:
     from sava_core.recipe import plan
 
     path = resolve_recipe(recipe)
-    p = plan(path, overrides or [])
+    p = plan(path, overrides or [], registries())
     _warn_failed_plugins()
     typer.echo(f"{path}: valid ({len(p.variants)} variant(s), {len(p.cells)} run(s), hash {p.hash})")
 
@@ -105,14 +102,14 @@ def run(
     from sava_core.runner import default_out, parse_shard, run_plan, shard_cells
 
     path = resolve_recipe(recipe)
-    p = plan(path, overrides or [])
+    p = plan(path, overrides or [], registries())
     parts = parse_shard(shard) if shard else None
     _warn_failed_plugins()
     if resume and out is None:
         raise SavaError("--resume needs --out DIR: the run directory to continue")
     out = out or default_out(p.cells[0].recipe.name + (f"-shard{parts[0]}of{parts[1]}" if parts else ""))
     typer.echo(f"running {path} ({len(shard_cells(p.cells, parts))} of {len(p.cells)} run(s)) into {out}")
-    result = run_plan(p, out, resume=resume, shard=parts)
+    result = run_plan(p, out, resume=resume, shard=parts, registries=registries())
     typer.echo("")
     typer.echo(result.table)
     typer.echo(f"results: {out / 'results.md'} and {out / 'results.csv'}")
@@ -131,7 +128,7 @@ def report(
         if len(dirs) > 1:
             raise SavaError("sava report: give --out DIR when merging several run directories")
         out = dirs[0]
-    result = merge_runs(dirs, out, partial=partial)
+    result = merge_runs(dirs, out, partial=partial, registries=registries())
     typer.echo(result.table)
     typer.echo(f"results: {out / 'results.md'} and {out / 'results.csv'}")
 
@@ -142,10 +139,7 @@ def list_components(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """List registered components: name, kind, plug-in, distribution and version."""
-    from sava_core.registry import get_registries
-
-    registries = get_registries()
-    rows = [e.as_row() for e in registries.entries(kind)]
+    rows = [e.as_row() for e in registries().entries(kind)]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
@@ -162,9 +156,7 @@ def list_components(
 @app.command()
 def plugins(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """The plug-ins found, and for each: loaded, blocked or failed (with why)."""
-    from sava_core.registry import get_registries
-
-    infos = get_registries().plugins
+    infos = registries().plugins
     if as_json:
         typer.echo(json.dumps([vars(p) for p in infos], indent=2))
         return

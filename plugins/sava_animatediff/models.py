@@ -157,7 +157,8 @@ class CLIPText(TextEncoder):
             root = weights_root(params.pretrained, TEXT_SETTING, params.subfolder, params.tokenizer_subfolder)
             self.model = load_pretrained(CLIPTextModel.from_pretrained, root / params.subfolder, TEXT_SETTING,
                                          dtype=torch_dtype(params.dtype))
-            self.tokenizer = load_pretrained(CLIPTokenizer.from_pretrained, root / params.tokenizer_subfolder, TEXT_SETTING)
+            self.tokenizer = load_pretrained(CLIPTokenizer.from_pretrained, root / params.tokenizer_subfolder,
+                                             TEXT_SETTING)
         self.max_length = params.max_length or int(self.tokenizer.model_max_length)
         positions = int(self.model.config.max_position_embeddings)
         if self.max_length > positions:
@@ -259,8 +260,8 @@ class AnimateDiff(Backbone):
         cfg = self.unet.config
         f, c, h, w = self.latent_shape
         if c != cfg.in_channels:
-            raise SavaError(f"{VAE_SETTING}: the video VAE gives {c} latent channels, this UNet takes {cfg.in_channels}: "
-                            "use sd_vae from the same pipeline")
+            raise SavaError(f"{VAE_SETTING}: the video VAE gives {c} latent channels, "
+                            f"this UNet takes {cfg.in_channels}: use sd_vae from the same pipeline")
         if self.condition_dim != cfg.cross_attention_dim:
             raise SavaError(f"{TEXT_SETTING}: text tokens of width {self.condition_dim}, this UNet cross-attends to "
                             f"{cfg.cross_attention_dim}: use clip_text from the same pipeline")
@@ -269,8 +270,8 @@ class AnimateDiff(Backbone):
             raise SavaError(f"data: latent frames of {h}x{w} do not go through the UNet's {factor}x downsampling: use "
                             f"frame sizes that are multiples of {8 * factor} pixels")
         if f > cfg.motion_max_seq_length:
-            raise SavaError(f"data: clips of {f} frames, the motion adapter handles at most {cfg.motion_max_seq_length}: "
-                            "shorten the clips (duration / fps or the segment length)")
+            raise SavaError(f"data: clips of {f} frames, the motion adapter handles at most "
+                            f"{cfg.motion_max_seq_length}: shorten the clips (duration / fps or the segment length)")
 
     def forward(self, noisy: Tensor, timestep: Tensor, condition: Condition) -> Tensor:
         """(B, F, C, h, w), timestep (B,) -> epsilon (B, F, C, h, w) in ``noisy``'s dtype."""

@@ -18,7 +18,8 @@ class SDVAEParams(WeightsParams, LatentPoolParams):
         8.0, gt=0, description="frames per second of the clips (the dataset's fps must match); AnimateDiff's 16-frame "
         "clips are usually played at 8 fps")
     enable_slicing: bool = Field(False, description="encode and decode one frame at a time (less memory)")
-    enable_tiling: bool = Field(False, description="encode and decode in overlapping spatial tiles (less memory for large frames)")
+    enable_tiling: bool = Field(
+        False, description="encode and decode in overlapping spatial tiles (less memory for large frames)")
 
 
 class CLIPTextParams(WeightsParams):
@@ -40,14 +41,16 @@ class AnimateDiffParams(WeightsParams):
 
     subfolder: str = Field("unet", description="folder of the UNet inside the SD pipeline directory")
     motion_adapter: str | None = Field(
-        None, description="hub id or local directory of the MotionAdapter (e.g. guoyww/animatediff-motion-adapter-v1-5-2); "
-        "required with `pretrained`, not used by the tiny preset")
+        None, description="hub id or local directory of the MotionAdapter "
+        "(e.g. guoyww/animatediff-motion-adapter-v1-5-2); required with `pretrained`, not used by the tiny preset")
     scheduler_subfolder: str = Field(
-        "scheduler", description="folder of the pipeline's scheduler config (its betas and prediction type are used when present)")
+        "scheduler",
+        description="folder of the pipeline's scheduler config (its betas and prediction type are used when present)")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass (less memory)")
 
     @model_validator(mode="after")
     def _adapter_with_weights(self) -> AnimateDiffParams:
         if (self.pretrained is None) != (self.motion_adapter is None):
-            raise ValueError("`motion_adapter` goes with `pretrained` (a SD 1.5 pipeline): set both, or neither with preset: tiny")
+            raise ValueError("`motion_adapter` goes with `pretrained` (a SD 1.5 pipeline): "
+                             "set both, or neither with preset: tiny")
         return self

@@ -142,7 +142,8 @@ class AudioLDM(Backbone):
     def _widen_class_embedding(self, extra_dim: int) -> None:
         """class_embedding Linear(clap, E) -> Linear(clap + extra_dim, E), new input columns zero."""
         old: nn.Linear = self.unet.class_embedding
-        wide = nn.Linear(old.in_features + extra_dim, old.out_features, device=old.weight.device, dtype=old.weight.dtype)
+        wide = nn.Linear(old.in_features + extra_dim, old.out_features, device=old.weight.device,
+                         dtype=old.weight.dtype)
         with torch.no_grad():
             wide.weight.zero_()
             wide.weight[:, : old.in_features] = old.weight

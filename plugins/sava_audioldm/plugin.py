@@ -15,4 +15,5 @@ def sava_register(registry) -> None:  # type: ignore[no-untyped-def]
         ("text_encoder", "audioldm2_text", "text:AudioLDM2Text", "AudioLDM2TextParams",
          "AudioLDM2 conditioning: CLAP + Flan-T5 -> GPT-2 (8 generated tokens), packed with the T5 tokens"),
     ):
-        registry.register(kind, name, f"sava_audioldm.{target}", params=f"sava_audioldm.params:{params}", summary=summary)
+        registry.register(kind, name, f"sava_audioldm.{target}", params=f"sava_audioldm.params:{params}",
+                          summary=summary)

@@ -32,10 +32,9 @@ import torch.nn.functional as F
 
 from sava_audioldm.params import AudioLDM2TextParams
 from sava_clap.models import TINY_MAX_TOKENS, tiny_clap_model, tiny_clap_tokenizer
-from sava_core.pretrained import cast
 from sava_core.contracts import TextEmbedding, TextEncoder
 from sava_core.errors import SavaError
-from sava_core.pretrained import locate, tiny_tokenizer, torch_dtype
+from sava_core.pretrained import cast, locate, tiny_tokenizer, torch_dtype
 
 #: Hidden states GPT-2 generates per prompt: AudioLDM2's ``sequence_gen_length`` (the UNets were trained with 8).
 GENERATED_TOKENS = 8
@@ -67,8 +66,8 @@ def load_modules(root: Path, dtype: torch.dtype) -> dict[str, Any]:
     from diffusers import AudioLDM2ProjectionModel
     from transformers import AutoTokenizer, ClapModel, GPT2LMHeadModel, T5EncoderModel
 
-    classes = {"text_encoder": ClapModel, "text_encoder_2": T5EncoderModel, "projection_model": AudioLDM2ProjectionModel,
-               "language_model": GPT2LMHeadModel}
+    classes = {"text_encoder": ClapModel, "text_encoder_2": T5EncoderModel,
+               "projection_model": AudioLDM2ProjectionModel, "language_model": GPT2LMHeadModel}
     missing = [name for name in [*classes, "tokenizer", "tokenizer_2"] if not (root / name).is_dir()]
     if missing:
         raise SavaError(f"{SETTING}: {root} has no {', '.join(missing)}; point it at an AudioLDM2 pipeline directory "

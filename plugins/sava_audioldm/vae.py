@@ -28,10 +28,9 @@ import torchaudio
 from torch import Tensor
 
 from sava_audioldm.params import AudioLDMVAEParams
-from sava_core.pretrained import cast
 from sava_core.contracts import AudioEncoder
 from sava_core.errors import SavaError
-from sava_core.pretrained import locate, torch_dtype
+from sava_core.pretrained import cast, locate, torch_dtype
 
 SETTING = "model.audio_vae.params.pretrained (or model.audio_encoder's)"
 
@@ -73,8 +72,8 @@ class AudioLDMVAE(AudioEncoder):
         else:
             root = Path(locate(p.pretrained, SETTING, must_contain=p.subfolder))
             if not (root / p.vocoder_subfolder).is_dir():
-                raise SavaError(f"{SETTING}: {root} has no {p.vocoder_subfolder}/; point it at an AudioLDM or AudioLDM2 "
-                                "pipeline directory (vae/ and vocoder/)")
+                raise SavaError(f"{SETTING}: {root} has no {p.vocoder_subfolder}/; point it at an AudioLDM or "
+                                "AudioLDM2 pipeline directory (vae/ and vocoder/)")
             try:
                 self.vae = AutoencoderKL.from_pretrained(root / p.subfolder, dtype=torch_dtype(p.dtype))
                 self.vocoder = SpeechT5HifiGan.from_pretrained(root / p.vocoder_subfolder, dtype=torch_dtype(p.dtype))
@@ -105,7 +104,8 @@ class AudioLDMVAE(AudioEncoder):
         wrong = {k: v for k, v in expected.items() if v[0] != v[1]}
         if wrong:
             said = ", ".join(f"{k}={mine} (vocoder: {theirs})" for k, (mine, theirs) in wrong.items())
-            raise SavaError(f"model.audio_vae.params (or model.audio_encoder's): {said}; set them to the vocoder's values")
+            raise SavaError(f"model.audio_vae.params (or model.audio_encoder's): {said}; "
+                            "set them to the vocoder's values")
 
     def log_mel(self, audio: Tensor) -> Tensor:
         """Audio (B, C, S) in [-1, 1] -> AudioLDM log-mel image (B, 1, T, n_mels), T = S' / hop (see module doc)."""

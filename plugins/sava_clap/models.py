@@ -173,9 +173,9 @@ class _LaionTower(nn.Module):
             from laion_clap.clap_module.htsat import create_htsat_model
             from laion_clap.clap_module.model import CLAPAudioCfp
         except ImportError:
-            raise SavaError('model.audio_encoder.params.checkpoint_format: laion needs the optional laion-clap package; '
-                            'pip install "sava[laion-clap]" (it needs numpy<2), or use a transformers ClapModel '
-                            "directory with checkpoint_format: transformers") from None
+            raise SavaError('model.audio_encoder.params.checkpoint_format: laion needs the optional laion-clap '
+                            'package; pip install "sava[laion-clap]" (it needs numpy<2), or use a transformers '
+                            "ClapModel directory with checkpoint_format: transformers") from None
         path = Path(params.pretrained).expanduser()
         if not path.is_file():
             raise SavaError(f"{AUDIO_SETTING}: {path} is not a file; with checkpoint_format laion point it at a "
@@ -206,8 +206,8 @@ class _LaionTower(nn.Module):
             items.append(get_audio_features({}, wave, self.audio_cfg["clip_samples"], data_truncating=self.truncation,
                                             data_filling="repeatpad", audio_cfg=self.audio_cfg))
         batch = {k: torch.stack([item[k] for item in items]).to(device) for k in items[0]}
-        return F.normalize(self.audio_projection(self.audio_branch(batch, mixup_lambda=None, device=device)["embedding"]),
-                           dim=-1)
+        return F.normalize(
+            self.audio_projection(self.audio_branch(batch, mixup_lambda=None, device=device)["embedding"]), dim=-1)
 
 
 def _laion_audio_state(path: Path) -> dict[str, Tensor]:
@@ -216,9 +216,9 @@ def _laion_audio_state(path: Path) -> dict[str, Tensor]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling refusal ends with the same advice
-        raise SavaError(f"{AUDIO_SETTING}: {path} cannot be read with torch.load(weights_only=True) ({type(err).__name__}); "
-                        "if you trust the file, re-save its tensors: torch.save(torch.load(path, weights_only=False)"
-                        "['state_dict'], new_path)") from None
+        raise SavaError(f"{AUDIO_SETTING}: {path} cannot be read with torch.load(weights_only=True) "
+                        f"({type(err).__name__}); if you trust the file, re-save its tensors: "
+                        "torch.save(torch.load(path, weights_only=False)['state_dict'], new_path)") from None
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
     state = {k.removeprefix("module."): v for k, v in state.items()}
     return {k: v for k, v in state.items() if k.startswith(("audio_branch.", "audio_projection."))}

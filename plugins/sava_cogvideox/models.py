@@ -174,8 +174,8 @@ def _sentencepiece_ready(folder: Path, setting: str) -> Path:
     """``folder``, after checking that a SentencePiece-only tokenizer (``spiece.model`` without
     ``tokenizer.json``, as CogVideoX ships) can be read: transformers needs the sentencepiece package."""
     if not (folder / "tokenizer.json").is_file() and importlib.util.find_spec("sentencepiece") is None:
-        raise SavaError(f"{setting}: the tokenizer in {folder} is a SentencePiece model (no tokenizer.json); reading it "
-                        "needs the sentencepiece package: pip install sentencepiece")
+        raise SavaError(f"{setting}: the tokenizer in {folder} is a SentencePiece model (no tokenizer.json); "
+                        "reading it needs the sentencepiece package: pip install sentencepiece")
     return folder
 
 

@@ -3,7 +3,6 @@ video plug-ins (``sava_animatediff`` imports it)."""
 
 from __future__ import annotations
 
-
 from pydantic import Field
 
 from sava_core.config import StrictModel, WeightsParams
@@ -30,7 +29,8 @@ class CogVideoXVAEParams(WeightsParams, LatentPoolParams):
         8.0, gt=0, description="frames per second of the clips (the dataset's fps must match): the released models "
         "were trained at 8 fps (CogVideoX 1.0: 49 frames = 6 s) and 16 fps (CogVideoX 1.5: 81 frames = 5 s)")
     enable_slicing: bool = Field(False, description="encode and decode one clip of the batch at a time (less memory)")
-    enable_tiling: bool = Field(False, description="encode and decode in overlapping spatial tiles (less memory for large frames)")
+    enable_tiling: bool = Field(
+        False, description="encode and decode in overlapping spatial tiles (less memory for large frames)")
 
 
 class T5Params(WeightsParams):
@@ -55,5 +55,6 @@ class CogVideoXParams(WeightsParams):
 
     subfolder: str = Field("transformer", description="folder of the transformer inside the pipeline directory")
     scheduler_subfolder: str = Field(
-        "scheduler", description="folder of the scheduler config (noise schedule, prediction type) in the pipeline directory")
+        "scheduler",
+        description="folder of the scheduler config (noise schedule, prediction type) in the pipeline directory")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass (less memory)")

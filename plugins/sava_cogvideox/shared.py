@@ -38,7 +38,8 @@ def build_vae(vae_class: Any, tiny: Callable[[], nn.Module], params: Any, settin
         vae = cast(tiny(), params.dtype)
     else:
         root = weights_root(params.pretrained, setting, params.subfolder)
-        vae = load_pretrained(vae_class.from_pretrained, root / params.subfolder, setting, dtype=torch_dtype(params.dtype))
+        vae = load_pretrained(vae_class.from_pretrained, root / params.subfolder, setting,
+                              dtype=torch_dtype(params.dtype))
     if params.enable_slicing:
         vae.enable_slicing()
     if params.enable_tiling:

@@ -25,7 +25,15 @@ from torch import Tensor
 from sava_core.contracts import AudioEncoder, VideoEncoder
 from sava_core.pretrained import torch_dtype
 from sava_imagebind.model import (
-    AUDIO, CLIP_SECONDS, SAMPLE_RATE, TINY, VISION, ImageBindTowers, clip_fbank, load_towers, normalize_frames,
+    AUDIO,
+    CLIP_SECONDS,
+    SAMPLE_RATE,
+    TINY,
+    VISION,
+    ImageBindTowers,
+    clip_fbank,
+    load_towers,
+    normalize_frames,
     resize_center_crop,
 )
 from sava_imagebind.params import ImageBindAudioParams, ImageBindVisionParams, ImageBindWeightsParams

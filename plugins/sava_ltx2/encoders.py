@@ -64,9 +64,9 @@ class LTX2VideoVAE(VideoEncoder):
         t, s = self.temporal_ratio, self.spatial_ratio
         if (frames - 1) % t or height % s or width % s:
             raise SavaError(
-                f"ltx2_video_vae: clips of {frames} frames of {height}x{width}; LTX-2's video VAE needs {t}k + 1 frames "
-                f"(e.g. {t + 1}, {2 * t + 1}, {6 * t + 1}) and height and width multiples of {s}: change the data's "
-                "fps / segment length and frame size")
+                f"ltx2_video_vae: clips of {frames} frames of {height}x{width}; LTX-2's video VAE needs "
+                f"{t}k + 1 frames (e.g. {t + 1}, {2 * t + 1}, {6 * t + 1}) and height and width multiples of {s}: "
+                "change the data's fps / segment length and frame size")
 
     def _statistics(self, like: Tensor) -> tuple[Tensor, Tensor, float]:
         shape = (1, -1, 1, 1, 1)
@@ -90,7 +90,8 @@ class LTX2VideoVAE(VideoEncoder):
         device, dtype = _device_dtype(self)
         mean, std, scale = self._statistics(grid.float())
         z = (grid.float() * std / scale + mean).to(device, dtype)
-        timestep = torch.zeros(z.shape[0], device=device, dtype=dtype) if self.vae.config.timestep_conditioning else None
+        timestep = (torch.zeros(z.shape[0], device=device, dtype=dtype)
+                    if self.vae.config.timestep_conditioning else None)
         x = self.vae.decode(z, timestep).sample.float()
         return ((x + 1) / 2).clamp(0, 1).permute(0, 2, 1, 3, 4)
 
@@ -127,7 +128,8 @@ class LTX2AudioVAE(AudioEncoder):
             vae_folder = subfolder_dir(root, params.subfolder, f"{setting}.subfolder")
             self.vae = AutoencoderKLLTX2Audio.from_pretrained(str(vae_folder), dtype=dtype)
             folder = subfolder_dir(root, params.vocoder_subfolder, f"{setting}.vocoder_subfolder")
-            self.vocoder = class_in(folder, ltx2, f"{setting}.vocoder_subfolder").from_pretrained(str(folder), dtype=dtype)
+            self.vocoder = class_in(folder, ltx2, f"{setting}.vocoder_subfolder").from_pretrained(
+                str(folder), dtype=dtype)
         if params.vae_slicing:
             self.vae.enable_slicing()
         config = self.vae.config

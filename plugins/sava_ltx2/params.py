@@ -27,24 +27,35 @@ class LTX2Params(WeightsParams):
     height: int | None = Field(None, ge=32, multiple_of=32, description="frame height in pixels (multiple of 32)")
     width: int | None = Field(None, ge=32, multiple_of=32, description="frame width in pixels (multiple of 32)")
     frame_rate: float = Field(24.0, gt=0, description="frames per second of the output video; the audio lasts as long")
-    num_inference_steps: int | None = Field(None, ge=1, description="denoising steps (default: the pipeline's 30; tiny: 2)")
-    guidance_scale: float | None = Field(None, ge=0, description="video classifier-free guidance (pipeline default 3.0)")
-    audio_guidance_scale: float | None = Field(None, ge=0, description="audio classifier-free guidance (pipeline default 7.0)")
-    stg_scale: float | None = Field(None, ge=0, description="video spatio-temporal guidance (pipeline default 1.0; 0 = off)")
-    audio_stg_scale: float | None = Field(None, ge=0, description="audio spatio-temporal guidance (pipeline default 1.0)")
+    num_inference_steps: int | None = Field(
+        None, ge=1, description="denoising steps (default: the pipeline's 30; tiny: 2)")
+    guidance_scale: float | None = Field(
+        None, ge=0, description="video classifier-free guidance (pipeline default 3.0)")
+    audio_guidance_scale: float | None = Field(
+        None, ge=0, description="audio classifier-free guidance (pipeline default 7.0)")
+    stg_scale: float | None = Field(
+        None, ge=0, description="video spatio-temporal guidance (pipeline default 1.0; 0 = off)")
+    audio_stg_scale: float | None = Field(
+        None, ge=0, description="audio spatio-temporal guidance (pipeline default 1.0)")
     modality_scale: float | None = Field(
-        None, ge=0, description="video modality-isolation guidance, away from a pass without audio<->video attention (default 3.0)")
-    audio_modality_scale: float | None = Field(None, ge=0, description="audio modality-isolation guidance (default 3.0)")
-    guidance_rescale: float | None = Field(None, ge=0, le=1, description="video guidance rescale (pipeline default 0.7)")
-    audio_guidance_rescale: float | None = Field(None, ge=0, le=1, description="audio guidance rescale (pipeline default 0.7)")
+        None, ge=0,
+        description="video modality-isolation guidance, away from a pass without audio<->video attention (default 3.0)")
+    audio_modality_scale: float | None = Field(
+        None, ge=0, description="audio modality-isolation guidance (default 3.0)")
+    guidance_rescale: float | None = Field(
+        None, ge=0, le=1, description="video guidance rescale (pipeline default 0.7)")
+    audio_guidance_rescale: float | None = Field(
+        None, ge=0, le=1, description="audio guidance rescale (pipeline default 0.7)")
     spatio_temporal_guidance_blocks: list[int] | None = Field(
         None, description="transformer blocks perturbed by STG (pipeline default [28] for LTX-2.3; LTX-2.0: [29])")
     use_cross_timestep: bool | None = Field(
-        None, description="cross-modal attention modulated by the other stream's noise level (default true, LTX-2.3; LTX-2.0: false)")
+        None, description="cross-modal attention modulated by the other stream's noise level "
+        "(default true, LTX-2.3; LTX-2.0: false)")
     negative_prompt: str | None = Field(None, description="negative prompt for guidance (pipeline default: empty)")
     max_sequence_length: int | None = Field(None, ge=1, description="text tokens per prompt (default 1024; tiny: 16)")
     enable_model_cpu_offload: bool = Field(
-        False, description="keep each sub-model on the CPU until it runs (needs a GPU; the model then ignores .to(device))")
+        False,
+        description="keep each sub-model on the CPU until it runs (needs a GPU; the model then ignores .to(device))")
     vae_tiling: bool = Field(False, description="decode video in spatial tiles (less memory for large frames)")
     vae_slicing: bool = Field(False, description="decode one clip of the batch at a time (video and audio VAEs)")
 
@@ -58,7 +69,8 @@ class LTX2VideoVAEParams(WeightsParams):
 
     subfolder: str = Field("vae", description="folder of the video VAE inside the pipeline directory")
     frame_rate: float = Field(24.0, gt=0, description="frames per second of the clips it encodes (the data's fps)")
-    pool: int = Field(2, ge=1, description="cells per side each latent frame is averaged to: sequence width = C * pool^2")
+    pool: int = Field(
+        2, ge=1, description="cells per side each latent frame is averaged to: sequence width = C * pool^2")
     vae_tiling: bool = Field(False, description="encode and decode in spatial tiles (less memory for large frames)")
     vae_slicing: bool = Field(False, description="encode and decode one clip of the batch at a time")
 

@@ -29,8 +29,8 @@ def text_encoder(vocab_size: int) -> Any:
 
     config = Gemma3Config(
         text_config={"vocab_size": vocab_size, "hidden_size": TEXT_HIDDEN, "intermediate_size": 64,
-                     "num_hidden_layers": TEXT_LAYERS, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16,
-                     "sliding_window": 16, "max_position_embeddings": 256,
+                     "num_hidden_layers": TEXT_LAYERS, "num_attention_heads": 2, "num_key_value_heads": 1,
+                     "head_dim": 16, "sliding_window": 16, "max_position_embeddings": 256,
                      "layer_types": ["sliding_attention", "full_attention"]},
         vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
                        "image_size": 16, "patch_size": 8},
@@ -49,8 +49,9 @@ def connectors() -> Any:
         caption_channels=TEXT_HIDDEN, text_proj_in_factor=TEXT_LAYERS + 1,
         video_connector_num_attention_heads=4, video_connector_attention_head_dim=8, video_connector_num_layers=1,
         video_connector_num_learnable_registers=None, audio_connector_num_attention_heads=4,
-        audio_connector_attention_head_dim=8, audio_connector_num_layers=1, audio_connector_num_learnable_registers=None,
-        connector_rope_base_seq_len=32, rope_double_precision=False, rope_type="split",
+        audio_connector_attention_head_dim=8, audio_connector_num_layers=1,
+        audio_connector_num_learnable_registers=None, connector_rope_base_seq_len=32, rope_double_precision=False,
+        rope_type="split",
     )
 
 

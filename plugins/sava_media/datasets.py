@@ -8,8 +8,8 @@ the split's segments as a :class:`~sava_core.segment.SegmentedMedia`.
 from __future__ import annotations
 
 import csv
-import io
 import hashlib
+import io
 import json
 from abc import abstractmethod
 from pathlib import Path
@@ -19,7 +19,7 @@ from sava_core.contracts import Dataset
 from sava_core.decode import DecodeSpec, Skip, check_media
 from sava_core.errors import SavaError
 from sava_core.io import file_sha256
-from sava_core.segment import SegmentedMedia, Segmentation, Source, probe_sources
+from sava_core.segment import Segmentation, SegmentedMedia, Source, probe_sources
 from sava_media.params import AudioCapsParams, FolderParams, MediaParams, VGGSoundParams
 
 STANDARD_SPLITS = ("train", "val", "test")
@@ -28,7 +28,8 @@ _MAX_LISTED = 20
 
 def _raise_problems(source: Path, problems: list[str]) -> None:
     if problems:
-        listed = problems[:_MAX_LISTED] + ([f"... and {len(problems) - _MAX_LISTED} more"] if len(problems) > _MAX_LISTED else [])
+        listed = problems[:_MAX_LISTED] + (
+            [f"... and {len(problems) - _MAX_LISTED} more"] if len(problems) > _MAX_LISTED else [])
         raise SavaError(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in listed))
 
 
@@ -208,7 +209,8 @@ def _filename(pattern: str, manifest: Path, **fields: Any) -> str:
     try:
         return pattern.format(**fields)
     except (KeyError, ValueError, IndexError) as exc:
-        raise SavaError(f"{manifest}: bad filename pattern {pattern!r} ({exc}); fields are {', '.join(fields)}") from None
+        raise SavaError(f"{manifest}: bad filename pattern {pattern!r} ({exc}); "
+                        f"fields are {', '.join(fields)}") from None
 
 
 class VGGSound(MediaDataset):

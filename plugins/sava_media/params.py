@@ -25,11 +25,14 @@ class MediaParams(StrictModel):
     segment: float = Field(5.0, ge=1, le=10, description="segment length in seconds (paper: 5)")
     overlap: float = Field(0.0, ge=0, description="overlap of consecutive segments in seconds (< segment)")
     tail: Literal["drop", "shift"] = Field(
-        "drop", description="a trailing part shorter than a segment: drop it, or add a last segment ending at the clip's end"
+        "drop",
+        description="a trailing part shorter than a segment: drop it, or add a last segment ending at the clip's end",
     )
     strict: bool = Field(False, description="bad media is an error naming the file instead of a logged, listed skip")
     num_workers: int = Field(0, ge=0, description="probe threads and DataLoader worker processes (0: in-process)")
-    cache_root: str | None = Field(None, description="where probe results are cached (default: $SAVA_CACHE/latents; SAVA_CACHE defaults to ~/.cache/sava)")
+    cache_root: str | None = Field(
+        None, description="where probe results are cached "
+        "(default: $SAVA_CACHE/latents; SAVA_CACHE defaults to ~/.cache/sava)")
 
     @model_validator(mode="after")
     def _consistent(self) -> MediaParams:

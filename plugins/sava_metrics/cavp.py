@@ -54,7 +54,14 @@ from sava_core.contracts import Features
 from sava_core.errors import SavaError
 from sava_core.evaluation import MediaItem
 from sava_metrics.common import (
-    RESAMPLER, MediaExtractor, build_model, fit_length, frames_of, load_state_dict_file, mono_at, verify_checkpoint,
+    RESAMPLER,
+    MediaExtractor,
+    build_model,
+    fit_length,
+    frames_of,
+    load_state_dict_file,
+    mono_at,
+    verify_checkpoint,
 )
 from sava_metrics.panns import ConvBlock
 from sava_metrics.params import CAVPParams

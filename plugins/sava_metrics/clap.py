@@ -121,9 +121,11 @@ class CLAP(MediaExtractor):
         common = self.base_protocol(self.params.checkpoint, self.checkpoint_sha256, tower=self.params.tower,
                                     embedding=f"{self.model.config.projection_dim}-d projection, L2-normalised")
         if self.params.tower == "text":
-            return {**common, "tokenizer": "byte-level (tiny)" if self.tokenizer is None else type(self.tokenizer).__name__}
-        return {**common, "sample_rate": self.sample_rate, "channels": "mono (mean of channels)", "resampler": RESAMPLER,
-                "clip_seconds": self.max_seconds, "clip_fit": f"crop from start; shorter: {fe.padding}",
-                "frontend": f"ClapFeatureExtractor: {fe.feature_size} mel, n_fft {fe.fft_window_size}, hop {fe.hop_length}, "
-                            f"truncation {fe.truncation}",
+            return {**common,
+                    "tokenizer": "byte-level (tiny)" if self.tokenizer is None else type(self.tokenizer).__name__}
+        return {**common, "sample_rate": self.sample_rate, "channels": "mono (mean of channels)",
+                "resampler": RESAMPLER, "clip_seconds": self.max_seconds,
+                "clip_fit": f"crop from start; shorter: {fe.padding}",
+                "frontend": f"ClapFeatureExtractor: {fe.feature_size} mel, n_fft {fe.fft_window_size}, "
+                            f"hop {fe.hop_length}, truncation {fe.truncation}",
                 "fusion": bool(self.model.config.audio_config.enable_fusion)}

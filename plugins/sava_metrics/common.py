@@ -46,7 +46,8 @@ def verify_checkpoint(name: str, path: str | None, sha256: str | None, what: str
     if sha256 is not None:
         if digest != sha256:
             raise SavaError(f"extractor {name}: checkpoint {p} has sha256 {digest}, but `sha256` expects {sha256}; "
-                            f"it is not the expected file ({what}). Point `checkpoint` at the right file or fix `sha256`.")
+                            f"it is not the expected file ({what}). "
+                            "Point `checkpoint` at the right file or fix `sha256`.")
     elif known_prefix is not None:
         if not digest.startswith(known_prefix):
             raise SavaError(f"extractor {name}: checkpoint {p} has sha256 {digest}, which does not start with "

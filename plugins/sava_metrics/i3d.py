@@ -25,7 +25,13 @@ from torch import Tensor, nn
 from sava_core.contracts import Features
 from sava_core.evaluation import MediaItem
 from sava_metrics.common import (
-    MediaExtractor, build_model, frames_of, load_into, load_state_dict_file, resize_frames, verify_checkpoint,
+    MediaExtractor,
+    build_model,
+    frames_of,
+    load_into,
+    load_state_dict_file,
+    resize_frames,
+    verify_checkpoint,
 )
 from sava_metrics.params import I3DParams
 
@@ -92,7 +98,8 @@ _MIXED = {
     "Mixed_4f": (256, 160, 320, 32, 128, 128), "Mixed_5b": (256, 160, 320, 32, 128, 128),
     "Mixed_5c": (384, 192, 384, 48, 128, 128),
 }
-_POOL_BEFORE = {"Mixed_3b": ((1, 3, 3), (1, 2, 2)), "Mixed_4b": ((3, 3, 3), (2, 2, 2)), "Mixed_5b": ((2, 2, 2), (2, 2, 2))}
+_POOL_BEFORE = {"Mixed_3b": ((1, 3, 3), (1, 2, 2)), "Mixed_4b": ((3, 3, 3), (2, 2, 2)),
+                "Mixed_5b": ((2, 2, 2), (2, 2, 2))}
 
 
 class InceptionI3d(nn.Module):

@@ -29,8 +29,22 @@ from torch import Tensor
 from sava_core.contracts import Features
 from sava_core.evaluation import MediaItem
 from sava_imagebind.model import (
-    AUDIO, CLIPS_PER_AUDIO, FBANK_BINS, FBANK_FRAMES, FBANK_MEAN, FBANK_STD, LICENSE, PUBLISHED, SAMPLE_RATE, TINY,
-    VISION, ImageBindTowers, audio_clips, load_towers, normalize_frames, resize_center_crop,
+    AUDIO,
+    CLIPS_PER_AUDIO,
+    FBANK_BINS,
+    FBANK_FRAMES,
+    FBANK_MEAN,
+    FBANK_STD,
+    LICENSE,
+    PUBLISHED,
+    SAMPLE_RATE,
+    TINY,
+    VISION,
+    ImageBindTowers,
+    audio_clips,
+    load_towers,
+    normalize_frames,
+    resize_center_crop,
 )
 from sava_metrics.common import RESAMPLER, MediaExtractor, build_model, frames_of, mono_at, verify_checkpoint
 from sava_metrics.params import ImageBindParams

@@ -19,12 +19,28 @@ from sava_core.contracts import Metric, Score
 from sava_core.errors import SavaError
 from sava_core.evaluation import MediaItem, ReferenceStats, require_same_protocol
 from sava_core.metrics import (
-    StreamingGaussian, cosine_mean, fad_infinity, framewise_cosine, frechet_distance, inception_score, kl_divergence,
+    StreamingGaussian,
+    cosine_mean,
+    fad_infinity,
+    framewise_cosine,
+    frechet_distance,
+    inception_score,
+    kl_divergence,
 )
+from sava_core.registry import Registries
 from sava_metrics.common import MediaExtractor
 from sava_metrics.params import (
-    AVHScoreParams, CAVPSimParams, CLAPScoreParams, CosineParams, FADParams, FDParams, FrechetParams, FVDParams,
-    ISCParams, KLParams, MetricParams,
+    AVHScoreParams,
+    CAVPSimParams,
+    CLAPScoreParams,
+    CosineParams,
+    FADParams,
+    FDParams,
+    FrechetParams,
+    FVDParams,
+    ISCParams,
+    KLParams,
+    MetricParams,
 )
 
 FD_IMPLEMENTATION = ("float64; tr sqrt(S1^1/2 S2 S1^1/2) via a Cholesky factor of S1 (eigh square root when "
@@ -39,16 +55,14 @@ class ExtractorMetric(Metric):
     definition: ClassVar[str]
     needs_reference: ClassVar[bool] = False
 
-    def __init__(self, params: MetricParams):
-        self.params = params
+    def __init__(self, params: MetricParams, *, registries: Registries):
+        self.params, self.registries = params, registries
         self.extractor = self.build_extractor()
 
     def build_extractor(self, **overrides: Any) -> MediaExtractor:
-        from sava_core.registry import get_registries
-
         p = self.params
         try:
-            extractor = get_registries()["extractor"].build(p.extractor, {**p.extractor_params, **overrides})
+            extractor = self.registries["extractor"].build(p.extractor, {**p.extractor_params, **overrides})
         except ValidationError as err:
             raise SavaError(f"metric {self.name}: bad extractor_params for extractor {p.extractor!r}:\n{err}") from None
         if not isinstance(extractor, MediaExtractor):
@@ -210,8 +224,8 @@ class CosineMetric(ExtractorMetric):
     Params = CosineParams
     towers: ClassVar[tuple[str, str]]
 
-    def __init__(self, params: CosineParams):
-        self.params = params
+    def __init__(self, params: CosineParams, *, registries: Registries):
+        self.params, self.registries = params, registries
         self.extractor = self.build_extractor(tower=self.towers[0])
         self.partner = self.build_extractor(tower=self.towers[1])
 

@@ -25,7 +25,13 @@ from torch import Tensor, nn
 from sava_core.contracts import Features
 from sava_core.evaluation import MediaItem
 from sava_metrics.common import (
-    RESAMPLER, MediaExtractor, build_model, load_into, load_state_dict_file, mono_clip, verify_checkpoint,
+    RESAMPLER,
+    MediaExtractor,
+    build_model,
+    load_into,
+    load_state_dict_file,
+    mono_clip,
+    verify_checkpoint,
 )
 from sava_metrics.params import PANNsParams
 

@@ -37,14 +37,16 @@ class VGGishParams(ExtractorParams):
     """VGGish (Hershey et al. 2017, torchvggish port): 16 kHz mono, 0.96 s windows of 96x64 log-mel,
     one 128-d embedding per window, without PCA and without the final ReLU (as fadtk)."""
 
-    clip_seconds: float | None = Field(None, gt=0, description="crop (from the start) or zero-pad each clip; None: as is")
+    clip_seconds: float | None = Field(
+        None, gt=0, description="crop (from the start) or zero-pad each clip; None: as is")
 
 
 class PANNsParams(ExtractorParams):
     """PANNs Cnn14 16 kHz (Kong et al. 2020): window 512, hop 160, 64 mel bins 50-8000 Hz;
     2048-d clip embedding and 527 AudioSet logits (before the sigmoid)."""
 
-    clip_seconds: float | None = Field(None, gt=0, description="crop (from the start) or zero-pad each clip; None: as is")
+    clip_seconds: float | None = Field(
+        None, gt=0, description="crop (from the start) or zero-pad each clip; None: as is")
 
 
 class CLAPParams(ExtractorParams):
@@ -68,7 +70,8 @@ class ImageBindParams(ExtractorParams):
     """ImageBind-Huge towers (Girdhar et al. 2023; CC-BY-NC 4.0) as JavisBench's AVHScore uses them:
     ``checkpoint`` is the local ``imagebind_huge.pth``. See :mod:`sava_metrics.imagebind`."""
 
-    tower: Literal["vision", "audio"] = Field("vision", description="vision: one row per frame; audio: one row per clip")
+    tower: Literal["vision", "audio"] = Field(
+        "vision", description="vision: one row per frame; audio: one row per clip")
     size: int = Field(224, ge=8, description="vision: resize the short side (bicubic) and centre-crop to this")
 
 

@@ -7,7 +7,8 @@ from sava_core.plugin import hookimpl
 
 _EXTRACTORS = (
     ("vggish", "vggish:VGGish", "VGGishParams", "VGGish 128-d embeddings of 0.96 s windows (FAD)"),
-    ("panns_cnn14", "panns:PANNsCnn14", "PANNsParams", "PANNs Cnn14 16 kHz: 2048-d embedding + 527 AudioSet logits (FD, KL, ISc)"),
+    ("panns_cnn14", "panns:PANNsCnn14", "PANNsParams",
+     "PANNs Cnn14 16 kHz: 2048-d embedding + 527 AudioSet logits (FD, KL, ISc)"),
     ("clap", "clap:CLAP", "CLAPParams", "LAION CLAP audio or text embeddings via transformers (FAD-CLAP, CLAP score)"),
     ("i3d", "i3d:I3D", "I3DParams", "Inception-I3D Kinetics-400 logits of 16 frames (FVD)"),
     ("imagebind", "imagebind:ImageBind", "ImageBindParams", "ImageBind-Huge vision/audio (AVHScore); CC-BY-NC 4.0"),

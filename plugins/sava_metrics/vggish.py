@@ -21,7 +21,13 @@ from torch import Tensor, nn
 from sava_core.contracts import Features
 from sava_core.evaluation import MediaItem
 from sava_metrics.common import (
-    RESAMPLER, MediaExtractor, build_model, load_into, load_state_dict_file, mono_clip, verify_checkpoint,
+    RESAMPLER,
+    MediaExtractor,
+    build_model,
+    load_into,
+    load_state_dict_file,
+    mono_clip,
+    verify_checkpoint,
 )
 from sava_metrics.params import VGGishParams
 
@@ -40,8 +46,8 @@ def vggish_mel_matrix(n_bins: int = N_FFT // 2 + 1, n_mels: int = N_MELS, sample
         return 1127.0 * torch.log1p(hz / 700.0)
 
     bins_mel = mel(torch.linspace(0.0, sample_rate / 2, n_bins, dtype=torch.float64))
-    edges = torch.linspace(float(mel(torch.tensor(low, dtype=torch.float64))), float(mel(torch.tensor(high, dtype=torch.float64))),
-                           n_mels + 2, dtype=torch.float64)
+    edges = torch.linspace(float(mel(torch.tensor(low, dtype=torch.float64))),
+                           float(mel(torch.tensor(high, dtype=torch.float64))), n_mels + 2, dtype=torch.float64)
     lower = (bins_mel[:, None] - edges[None, :-2]) / (edges[1:-1] - edges[:-2])
     upper = (edges[None, 2:] - bins_mel[:, None]) / (edges[2:] - edges[1:-1])
     weights = torch.minimum(lower, upper).clamp(min=0.0)
@@ -120,7 +126,8 @@ class VGGish(MediaExtractor):
         b, n = examples.shape[:2]
         if n == 0:
             raise ValueError(f"VGGish needs at least {(EXAMPLE_FRAMES - 1) * HOP + WINDOW} samples "
-                             f"({((EXAMPLE_FRAMES - 1) * HOP + WINDOW) / SAMPLE_RATE} s) per clip, got {batch.shape[-1]}")
+                             f"({((EXAMPLE_FRAMES - 1) * HOP + WINDOW) / SAMPLE_RATE} s) per clip, "
+                             f"got {batch.shape[-1]}")
         return Features(self.net(examples.reshape(b * n, 1, EXAMPLE_FRAMES, N_MELS)))
 
     def protocol(self) -> dict[str, Any]:

@@ -11,10 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sava_cogvideox.shared import frozen
-from sava_core.pretrained import cast
 from sava_core.contracts import TextEmbedding, TextEncoder, VideoEncoder
 from sava_core.errors import SavaError
-from sava_core.pretrained import locate
+from sava_core.pretrained import cast, locate
 from sava_openclip.params import OpenCLIPParams, OpenCLIPTextParams, OpenCLIPVideoParams
 
 VIDEO_SETTING = "model.video_encoder.params.pretrained"
@@ -124,7 +123,8 @@ class OpenCLIPText(TextEncoder):
         model = load_model(params, TEXT_SETTING)
         if type(model) is not open_clip.CLIP or model.text_pool_type != "argmax" or model.vocab_size != 49408:
             raise SavaError(f"{TEXT_SETTING}: openclip_text needs open_clip's built-in text tower over the CLIP BPE, "
-                            f"pooled at the end-of-text token (class CLIP); this checkpoint is a {type(model).__name__}")
+                            "pooled at the end-of-text token (class CLIP); "
+                            f"this checkpoint is a {type(model).__name__}")
         self.tokenizer = open_clip.SimpleTokenizer(context_length=model.context_length)
         self.model = frozen(cast(model, params.dtype))
         self.dim = int(model.visual.output_dim)

@@ -1,9 +1,9 @@
 """Ground-truth checkers for media-world clips, rendered or generated.
 
 Impacts are found in each modality independently (the object's lowest points in the video, onsets
-in the audio) and matched in time; the object's class is read from its colour (by a vote of the moving pixels) and from its pitch.
-Both detectors and classifiers know only the world's fixed vocabulary and frequency bands
-(:mod:`sava_synth.media_world`), never a clip's factors.
+in the audio) and matched in time; the object's class is read from its colour (by a vote of the
+moving pixels) and from its pitch. Both detectors and classifiers know only the world's fixed
+vocabulary and frequency bands (:mod:`sava_synth.media_world`), never a clip's factors.
 """
 
 from __future__ import annotations

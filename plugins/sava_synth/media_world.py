@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sava_core.contracts import Clip, Dataset
+from sava_core.contracts import Clip, Dataset, GroundTruthWorld
 from sava_synth.params import MediaWorldParams
 
 
@@ -161,7 +161,7 @@ def _article(phrase: str) -> str:
     return f"{'an' if phrase[0] in 'aeiou' else 'a'} {phrase}"
 
 
-class MediaWorld(Dataset):
+class MediaWorld(Dataset, GroundTruthWorld):
     """Clips of ``duration`` s: video (F, 3, H, W) in [0, 1] at ``fps``, mono audio (1, S) in [-1, 1]
     at ``sample_rate`` Hz, with F = round(duration * fps) and S = round(duration * sample_rate).
 
@@ -206,14 +206,16 @@ class MediaWorld(Dataset):
         changed (``audible``: the object's class, hence its look and its sound). Every prompt here names
         the object, so that changing the class changes the prompt."""
         base = [self.sample_factors(seed + i, object_named=True) for i in range(n)]
-        non_audible = [self.sample_factors(seed + i, object_named=True, background=(f.background + 1) % len(BACKGROUNDS))
+        non_audible = [self.sample_factors(seed + i, object_named=True,
+                                           background=(f.background + 1) % len(BACKGROUNDS))
                        for i, f in enumerate(base)]
         audible = [self.sample_factors(seed + i, object_named=True, class_id=(f.class_id + 1) % self.params.n_classes)
                    for i, f in enumerate(base)]
         return {name: [(caption(f), f) for f in fs] for name, fs in
                 (("base", base), ("non_audible", non_audible), ("audible", audible))}
 
-    def ground_truth_metrics(self, video: Tensor, audio: Tensor, factors: list[MediaFactors], tolerance_s: float) -> dict[str, float]:
+    def ground_truth_metrics(self, video: Tensor, audio: Tensor, factors: list[MediaFactors],
+                             tolerance_s: float) -> dict[str, float]:
         """See :func:`ground_truth_metrics`."""
         p = self.params
         return ground_truth_metrics(video, audio, p.fps, p.sample_rate, factors, p.n_classes, tolerance_s)
@@ -501,7 +503,13 @@ def ground_truth_metrics(video: Tensor, audio: Tensor, fps: float, sample_rate: 
     clip's audio against the next clip's video: its chance level (audio unrelated to the video scores
     the same in both; it falls as the audio has more onsets). When only some prompts name the object,
     ``class_consistency_named`` and ``class_consistency_unnamed`` split the consistency between them."""
-    from sava_synth.events import classify_audio, classify_video, detect_audio_events, detect_visual_events, match_events
+    from sava_synth.events import (
+        classify_audio,
+        classify_video,
+        detect_audio_events,
+        detect_visual_events,
+        match_events,
+    )
 
     def sync_error_ms(seen: list[float], heard: list[float]) -> float:
         gaps = [min([abs(s - h) for h in heard] + [1.0]) for s in seen]

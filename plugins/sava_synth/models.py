@@ -131,8 +131,10 @@ class SynthAudioAE(AudioEncoder):
         self.sample_rate = p.sample_rate
         self.mel = torchaudio.transforms.MelSpectrogram(p.sample_rate, n_fft=p.n_fft, hop_length=p.hop, n_mels=p.n_mels,
                                                         power=1.0)
-        self.inverse_mel = torchaudio.transforms.InverseMelScale(p.n_fft // 2 + 1, n_mels=p.n_mels, sample_rate=p.sample_rate)
-        self.griffin_lim = torchaudio.transforms.GriffinLim(n_fft=p.n_fft, hop_length=p.hop, power=1.0, n_iter=p.griffin_lim_iters)
+        self.inverse_mel = torchaudio.transforms.InverseMelScale(p.n_fft // 2 + 1, n_mels=p.n_mels,
+                                                                 sample_rate=p.sample_rate)
+        self.griffin_lim = torchaudio.transforms.GriffinLim(n_fft=p.n_fft, hop_length=p.hop, power=1.0,
+                                                            n_iter=p.griffin_lim_iters)
         self.ae = _ConvAE(1, p.latent_channels, p.hidden, nn.Identity())
         self.register_buffer("mel_mean", torch.zeros(()))
         self.register_buffer("mel_std", torch.ones(()))
@@ -285,7 +287,8 @@ class SynthUNet(Backbone):
             attention_head_dim=params.attention_head_dim, norm_num_groups=min(32, blocks[0]),
         )
         if extra:
-            self.register_buffer("time_embedding", sinusoids(size[1], extra).T[:, None, :].expand(-1, size[0], -1).clone())
+            self.register_buffer("time_embedding",
+                                 sinusoids(size[1], extra).T[:, None, :].expand(-1, size[0], -1).clone())
         self._local: list[_TimeAlignedCrossAttention] = []
         if params.modality == "audio" and params.condition_window > 0:
             for name, module in self.unet.named_modules():

@@ -103,7 +103,8 @@ class VideoAEParams(StrictModel):
     width: int = Field(32, ge=8, multiple_of=4, description="frame width the decoder produces")
     latent_channels: int = Field(4, ge=1)
     hidden: int = Field(16, ge=4, description="channels of the hidden convolutions")
-    pretrained: str | None = Field(None, description="safetensors file of trained weights (written by the pretrain stage)")
+    pretrained: str | None = Field(
+        None, description="safetensors file of trained weights (written by the pretrain stage)")
 
 
 class AudioAEParams(StrictModel):
@@ -122,7 +123,8 @@ class AudioAEParams(StrictModel):
     hidden: int = Field(16, ge=4)
     fold: int = Field(2, ge=1, description="latent time steps folded into one sequence step")
     griffin_lim_iters: int = Field(48, ge=1)
-    pretrained: str | None = Field(None, description="safetensors file of trained weights (written by the pretrain stage)")
+    pretrained: str | None = Field(
+        None, description="safetensors file of trained weights (written by the pretrain stage)")
 
 
 class HashTextParams(StrictModel):
@@ -148,7 +150,8 @@ class SynthUNetParams(StrictModel):
 
     modality: str = Field(..., pattern="^(video|audio)$")
     block_out_channels: tuple[int, ...] | None = Field(
-        None, description="channels per resolution level; default (128, 128) for video (its input has F*C channels), (32, 64) for audio"
+        None, description="channels per resolution level; default (128, 128) for video (its input has F*C channels), "
+        "(32, 64) for audio"
     )
     layers_per_block: int = Field(1, ge=1)
     attention_head_dim: int = Field(8, ge=1)
@@ -158,15 +161,18 @@ class SynthUNetParams(StrictModel):
         "for video (text cross-attention at the full 8 x 8 latent too), 1 for audio"
     )
     condition_window: float = Field(
-        1.0, ge=0, description="audio: extra condition tokens (a per-time-step sequence spanning the clip, e.g. TV2A's phi tokens) are "
-        "seen only by cross-attention queries within this many token spacings of their instant; 0 = every query sees every token"
+        1.0, ge=0, description="audio: extra condition tokens (a per-time-step sequence spanning the clip, "
+        "e.g. TV2A's phi tokens) are seen only by cross-attention queries within this many token spacings of "
+        "their instant; 0 = every query sees every token"
     )
     clip_sample: float | None = Field(
-        None, gt=0, description="clip the predicted clean latent to [-r, r] at every sampling step; null = no clipping. Unset: "
-        "null for video (the object lies in the latents' tails; clipping at 1 erased it) and 1 for audio (its samples' "
-        "Fréchet distance on the media world: 18, against 47 unclipped; docs/generation.md)"
+        None, gt=0, description="clip the predicted clean latent to [-r, r] at every sampling step; "
+        "null = no clipping. Unset: null for video (the object lies in the latents' tails; clipping at 1 erased "
+        "it) and 1 for audio (its samples' Fréchet distance on the media world: 18, against 47 unclipped; "
+        "docs/generation.md)"
     )
-    pretrained: str | None = Field(None, description="safetensors file of trained weights (written by the pretrain stage)")
+    pretrained: str | None = Field(
+        None, description="safetensors file of trained weights (written by the pretrain stage)")
 
     @model_validator(mode="before")
     @classmethod

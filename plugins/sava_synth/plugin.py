@@ -1,10 +1,22 @@
-"""Registers the synthetic worlds. Loaded through the ``sava.plugins`` entry point ``synth``."""
+"""Registers the synthetic worlds, their components and the media world's ``pretrain`` stage, and
+answers the core's requests for those components' weights. Loaded through the ``sava.plugins``
+entry point ``synth``; torch-free (the targets are imported when used)."""
 
-from sava_core.plugin import hookimpl
+from __future__ import annotations
+
+from sava_core.plugin import WeightsRequest, hookimpl
+from sava_core.registry import Registration
 
 
 @hookimpl
-def sava_register(registry) -> None:  # type: ignore[no-untyped-def]
+def sava_component_weights(request: WeightsRequest) -> str | None:
+    from sava_synth.pretrain import component_weights
+
+    return component_weights(request)
+
+
+@hookimpl
+def sava_register(registry: Registration) -> None:
     registry.register(
         "dataset",
         "factor_world",
@@ -26,3 +38,5 @@ def sava_register(registry) -> None:  # type: ignore[no-untyped-def]
         ("backbone", "synth_unet", "SynthUNet", "SynthUNetParams", "media world: diffusers UNet2DConditionModel denoiser"),
     ):
         registry.register(kind, name, f"sava_synth.models:{target}", params=f"sava_synth.params:{params}", summary=summary)
+    registry.register("stage", "pretrain", "sava_synth.pretrain:Pretrain",
+                      summary="media world: train its autoencoders and T2V / T2A once (skipped when the weights exist)")

@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from sava_core.components.params import DiffusionSamplerParams
 from sava_core.contracts import Backbone, Condition, Sampler
 from sava_core.errors import SavaError
+
+_GENERIC = ("DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler")
+
+
+def _own_class(config: dict[str, Any]) -> Any:
+    """The scheduler class a schedule's config names (``_class_name``) when the schedule has settings
+    that no generic scheduler (DDIM, DDPM, DPM-Solver) reads, e.g. CogVideoX's ``snr_shift_scale``
+    (which shifts alphas_cumprod): sampling or noising it with a generic class would change the
+    schedule. None when the generic classes read all of it."""
+    import inspect
+
+    import diffusers
+
+    known: set[str] = set()
+    for name in _GENERIC:
+        known |= set(inspect.signature(getattr(diffusers, name).__init__).parameters)
+    extra = {k for k in config if not k.startswith("_")} - known
+    own = getattr(diffusers, str(config.get("_class_name", "")), None)
+    if not extra:
+        return None
+    if own is None:
+        raise SavaError(f"a backbone's scheduler_config has settings no generic scheduler reads ({', '.join(sorted(extra))}) "
+                        f"and names no diffusers scheduler class (_class_name {config.get('_class_name')!r})")
+    return own
 
 
 class DiffusersSampler(Sampler):
@@ -20,14 +46,16 @@ class DiffusersSampler(Sampler):
     zero-SNR v-prediction schedule) when it has one, else this sampler's parameters with the
     backbone's ``clip_sample`` (diffusers clips the predicted clean latent to [-1, 1] unless told
     otherwise, which on unit-scale latents cuts away whatever lies beyond one standard deviation);
-    the recipe picks the scheduler class, the number of steps and the guidance."""
+    the recipe picks the scheduler class, the number of steps and the guidance. A schedule with settings
+    the generic schedulers do not read keeps the class its config names (``_class_name``)."""
 
     Params = DiffusionSamplerParams
+    params: DiffusionSamplerParams
 
     def __init__(self, params: DiffusionSamplerParams):
         self.params = params
 
-    def _config(self, backbone: Backbone) -> dict:
+    def _config(self, backbone: Backbone) -> dict[str, Any]:
         if backbone.scheduler_config is not None:
             return {**backbone.scheduler_config, "prediction_type": backbone.prediction_type}
         p = self.params
@@ -35,27 +63,20 @@ class DiffusersSampler(Sampler):
                 "prediction_type": backbone.prediction_type, "clip_sample": backbone.clip_sample is not None,
                 "clip_sample_range": backbone.clip_sample or 1.0}
 
-    @staticmethod
-    def _own_class(config: dict):  # type: ignore[no-untyped-def]
-        """A backbone's own scheduler class where the generic ones would change its schedule:
-        CogVideoX shifts alphas_cumprod by ``snr_shift_scale``, which DDIM / DDPM ignore."""
-        from diffusers import CogVideoXDDIMScheduler
-
-        return CogVideoXDDIMScheduler if str(config.get("_class_name", "")).startswith("CogVideoX") else None
-
-    def train_scheduler(self, backbone: Backbone):  # type: ignore[no-untyped-def]
+    def train_scheduler(self, backbone: Backbone) -> Any:
         """The forward process used to noise training latents (``add_noise``, ``get_velocity``)."""
         from diffusers import DDPMScheduler
 
         config = self._config(backbone)
-        return (self._own_class(config) or DDPMScheduler).from_config(config)
+        return (_own_class(config) or DDPMScheduler).from_config(config)
 
-    def scheduler(self, backbone: Backbone):  # type: ignore[no-untyped-def]
+    def scheduler(self, backbone: Backbone) -> Any:
+        """The scheduler that samples: the recipe's class, or the schedule's own where it must be kept."""
         from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
         cls = {"ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler, "ddpm": DDPMScheduler}[self.params.scheduler]
         config = self._config(backbone)
-        own = self._own_class(config)
+        own = _own_class(config)
         if own is not None and self.params.scheduler != "ddim":
             raise SavaError(f"model.sampler.params.scheduler: {type(backbone).__name__} samples with {own.__name__} "
                             "(its noise schedule); set scheduler: ddim")

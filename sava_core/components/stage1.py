@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from sava_core.components.params import MaskParams, MLPParams
-from sava_core.contracts import Adapter, Decoder, Mask, Projector
+from sava_core.contracts import Adapter, Component, Decoder, Mask, Projector
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
@@ -24,10 +26,11 @@ def mlp(in_dim: int, out_dim: int, params: MLPParams) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class _PerStepMLP(nn.Module):
+class _PerStepMLP(nn.Module, Component):
     """(B, T, in_dim) -> (B, T, out_dim) through :func:`mlp`; the body of the three MLP components."""
 
     Params = MLPParams
+    params: MLPParams
 
     def __init__(self, params: MLPParams, *, in_dim: int, out_dim: int):
         super().__init__()
@@ -35,7 +38,8 @@ class _PerStepMLP(nn.Module):
         self.net = mlp(in_dim, out_dim, params)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(z)
+        out: Tensor = self.net(z)
+        return out
 
 
 class MLPAdapter(_PerStepMLP, Adapter):
@@ -52,11 +56,11 @@ class MLPProjector(_PerStepMLP, Projector):
 
 class _StraightThrough(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, soft: Tensor, threshold: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, soft: Tensor, threshold: float) -> Tensor:
         return (soft > threshold).to(soft.dtype)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         return grad, None
 
 
@@ -72,16 +76,19 @@ class MLPMask(Mask):
     """
 
     Params = MaskParams
+    params: MaskParams
 
     def __init__(self, params: MaskParams, *, dim: int):
         super().__init__()
         self.params = params
-        self.mode, self.hard = params.mode, params.hard
+        self.mode, self.hard, self.threshold = params.mode, params.hard, params.threshold
+        self.is_identity, self.uses_partner = params.mode == "none", params.mode == "joint"
         self.net: nn.Module | None = None
         if params.mode != "none":
             in_dim = dim * (2 if params.mode == "joint" else 1)
-            self.net = nn.Sequential(nn.Linear(in_dim, params.hidden), nn.GELU(), nn.Linear(params.hidden, dim))
-            nn.init.constant_(self.net[-1].bias, params.init_open)
+            first, last = nn.Linear(in_dim, params.hidden), nn.Linear(params.hidden, dim)  # in this order: seeded init
+            nn.init.constant_(last.bias, params.init_open)
+            self.net = nn.Sequential(first, nn.GELU(), last)
 
     def _partner(self, partner: Tensor) -> Tensor:
         p = self.params

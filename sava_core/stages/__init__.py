@@ -1,8 +1,4 @@
-"""The paper's stages. Each is ``run(context) -> metrics``; names as used in a recipe's ``stages:``."""
-
-STAGES: dict[str, str] = {
-    "pretrain": "sava_core.stages.pretrain:run",
-    "align": "sava_core.stages.align:run",
-    "finetune": "sava_core.stages.finetune:run",
-    "generate": "sava_core.stages.cascade:run",
-}
+"""The paper's stages, as registered :class:`sava_core.stage.Stage` s (kind ``stage``): ``align``
+(Stage I and P_theta), ``finetune`` (Stage II), ``generate`` (Stage III). Each module builds on the
+toolkit (:mod:`sava_core.alignment`, :mod:`sava_core.conditioning`, :mod:`sava_core.generators`,
+:mod:`sava_core.pipeline`, ...) and imports no other stage; each imports torch only when it runs."""

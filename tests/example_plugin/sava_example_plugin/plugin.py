@@ -12,3 +12,5 @@ def sava_register(registry):
         params="sava_example_plugin.params:GatedLinearParams",
         summary="example plug-in: linear map times a sigmoid gate",
     )
+    registry.register("stage", "stage1_size", "sava_example_plugin.stage:Stage1Size",
+                      summary="example plug-in: parameter counts of the trained Stage I model")
