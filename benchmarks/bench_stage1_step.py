@@ -49,8 +49,12 @@ def _minimal(model: nn.Module, xv, xa, alpha: float, lam: float, lr: float) -> C
 
     def copy(seq: nn.Module) -> nn.Sequential:
         layers = [m for m in seq.modules() if isinstance(m, (nn.Linear, nn.GELU))]
-        out = nn.Sequential(*[nn.Linear(m.in_features, m.out_features) if isinstance(m, nn.Linear) else nn.GELU() for m in layers])
-        out.load_state_dict({k: v for k, v in zip(out.state_dict(), [p.detach().clone() for m in layers for p in m.parameters()])})
+        out = nn.Sequential(
+            *[nn.Linear(m.in_features, m.out_features) if isinstance(m, nn.Linear) else nn.GELU() for m in layers]
+        )
+        out.load_state_dict(
+            {k: v for k, v in zip(out.state_dict(), [p.detach().clone() for m in layers for p in m.parameters()])}
+        )
         return out
 
     q_v, q_a, m_v, m_a, g_a, g_v = (copy(getattr(model, n).net) for n in ("q_v", "q_a", "m_v", "m_a", "g_a", "g_v"))

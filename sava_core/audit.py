@@ -89,8 +89,12 @@ def audit(model: AlignModel, projector: nn.Module, train: LatentSplit, test: Lat
         m["specific_r2_a"] = r2(tr.ha, f_tr["audio"], te.ha, f_te["audio"])
         m["leak_r2_v"] = r2(tr.hv, f_tr["audio"], te.hv, f_te["audio"])
         m["leak_r2_a"] = r2(tr.ha, f_tr["video"], te.ha, f_te["video"])
-        own_v_tr, own_v_te = torch.cat([f_tr["shared"], f_tr["video"]], -1), torch.cat([f_te["shared"], f_te["video"]], -1)
-        own_a_tr, own_a_te = torch.cat([f_tr["shared"], f_tr["audio"]], -1), torch.cat([f_te["shared"], f_te["audio"]], -1)
+        own_v_tr, own_v_te = (
+            torch.cat([f_tr["shared"], f_tr["video"]], -1), torch.cat([f_te["shared"], f_te["video"]], -1)
+        )
+        own_a_tr, own_a_te = (
+            torch.cat([f_tr["shared"], f_tr["audio"]], -1), torch.cat([f_te["shared"], f_te["audio"]], -1)
+        )
         m["leak_r2_floor_v"] = r2(own_v_tr, f_tr["audio"], own_v_te, f_te["audio"])
         m["leak_r2_floor_a"] = r2(own_a_tr, f_tr["video"], own_a_te, f_te["video"])
         for name in ("shared_r2", "specific_r2", "leak_r2", "leak_r2_floor"):

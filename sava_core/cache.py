@@ -91,9 +91,9 @@ def encoder_fingerprint(encoder: VideoEncoder | AudioEncoder) -> dict[str, Any]:
 def dataset_fingerprint(dataset: Dataset, split: str) -> dict[str, Any]:
     """The dataset's class and either its ``fingerprint(split)`` or, lacking one, its parameters."""
     cls = type(dataset)
-    fingerprint = getattr(dataset, "fingerprint", None)
+    fingerprint = dataset.fingerprint(split)
     return {"class": f"{cls.__module__}:{cls.__qualname__}",
-            **({"fingerprint": fingerprint(split)} if callable(fingerprint) else {"params": _params(dataset)})}
+            **({"fingerprint": fingerprint} if fingerprint is not None else {"params": _params(dataset)})}
 
 
 def cache_key(material: dict[str, Any]) -> str:
@@ -237,7 +237,8 @@ def encode_split(dataset: Dataset, split: str, video_encoder: VideoEncoder, audi
         index["skipped"] = [s for s in index["skipped"] if s["index"] // shard_size * shard_size in done]
         todo = [start for start in range(0, n_items, shard_size) if start not in done]
         if todo:
-            log.info("latent cache %s: encoding %d of %d item(s) of %s", key, sum(min(shard_size, n_items - s) for s in todo), n_items, split)
+            log.info("latent cache %s: encoding %d of %d item(s) of %s", key,
+                     sum(min(shard_size, n_items - s) for s in todo), n_items, split)
             _fill(directory, index, todo, media, video_encoder, audio_encoder, batch_size, num_workers, shard_size)
         index["complete"] = True
         atomic_write_json(directory / "index.json", index)
@@ -372,7 +373,9 @@ def cache_clear(root: str | Path | None = None, key: str | None = None) -> list[
     if key is None:
         removed = [p.name for p in base.iterdir() if p.is_dir() and ((p / "key.json").is_file() or p.name == "probes")]
     else:
-        removed = [p.name for p in base.iterdir() if p.is_dir() and p.name.startswith(key) and (p / "key.json").is_file()]
+        removed = [
+            p.name for p in base.iterdir() if p.is_dir() and p.name.startswith(key) and (p / "key.json").is_file()
+        ]
         if not removed:
             raise SavaError(f"no cache entry {key!r} in {base}; `sava cache info` lists them")
         if len(removed) > 1:

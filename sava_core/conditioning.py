@@ -83,7 +83,9 @@ def conditioned(gen: Generators, direction: str, recipe: Recipe, state: dict[str
     add_lora(backbone, recipe.finetune.lora_rank, recipe.finetune.lora_alpha)
     phi = Phi(recipe.align.width, backbone.condition_dim)
     if state is not None:
-        missing = backbone.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("backbone.")}, strict=False)
+        missing = backbone.load_state_dict(
+            {k[9:]: v for k, v in state.items() if k.startswith("backbone.")}, strict=False
+        )
         if missing.unexpected_keys:
             raise RuntimeError(f"unexpected LoRA keys: {missing.unexpected_keys[:3]}")
         phi.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("phi.")})
@@ -94,7 +96,9 @@ def load_conditioned(gen: Generators, direction: str, recipe: Recipe, cell_dir: 
     """The ``direction`` fine-tuned in this cell (``<direction>.safetensors``), in eval mode."""
     path = cell_dir / f"{direction}.safetensors"
     if not path.is_file():
-        raise SavaError(f"{path} not found: add `finetune` (with finetune.directions including {direction}) before `generate`")
+        raise SavaError(
+            f"{path} not found: add `finetune` (with finetune.directions including {direction}) before `generate`"
+        )
     c = conditioned(gen, direction, recipe, load_file(str(path)))
     c.backbone.eval()
     c.phi.eval()

@@ -41,7 +41,9 @@ class WeightsParams(StrictModel):
     pretrained: str | None = Field(
         None, description="hub id (downloaded once, then read from the hub cache) or local directory of the weights")
     preset: Literal["tiny"] | None = Field(
-        None, description="tiny: same classes from a small config with random weights (seed 0), for tests and smoke runs")
+        None,
+        description="tiny: same classes from a small config with random weights (seed 0), for tests and smoke runs",
+    )
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float32", description="dtype of the weights and of the computation (inputs and outputs stay float32)")
 
@@ -67,17 +69,30 @@ class ModelSection(StrictModel):
     mask: ComponentRef = component("mask", default=ComponentRef(name="mlp"))
     decoder: ComponentRef = component("decoder", default=ComponentRef(name="mlp"))
     projector: ComponentRef = component("projector", default=ComponentRef(name="mlp"))
-    video_encoder: ComponentRef | None = component("video_encoder", default=None, description="f_v: the video latents Stage I aligns")
-    audio_encoder: ComponentRef | None = component("audio_encoder", default=None, description="f_a: the audio latents Stage I aligns")
+    video_encoder: ComponentRef | None = component(
+        "video_encoder", default=None, description="f_v: the video latents Stage I aligns"
+    )
+    audio_encoder: ComponentRef | None = component(
+        "audio_encoder", default=None, description="f_a: the audio latents Stage I aligns"
+    )
     video_vae: ComponentRef | None = component(
-        "video_encoder", default=None, description="the latent space the video backbone denoises (encode_grid / decode_grid); default: video_encoder")
+        "video_encoder", default=None,
+        description="the latent space the video backbone denoises (encode_grid / decode_grid); default: video_encoder",
+    )
     audio_vae: ComponentRef | None = component(
-        "audio_encoder", default=None, description="the latent space the audio backbone denoises, e.g. AudioLDM's mel VAE when f_a is CLAP; default: audio_encoder")
+        "audio_encoder", default=None,
+        description="the latent space the audio backbone denoises, e.g. AudioLDM's mel VAE when f_a is CLAP; "
+        "default: audio_encoder",
+    )
     text_encoder: ComponentRef | None = component("text_encoder", default=None)
     video_text_encoder: ComponentRef | None = component(
-        "text_encoder", default=None, description="the video backbone's own text encoder (e.g. CogVideoX's T5); default: text_encoder")
+        "text_encoder", default=None,
+        description="the video backbone's own text encoder (e.g. CogVideoX's T5); default: text_encoder",
+    )
     audio_text_encoder: ComponentRef | None = component(
-        "text_encoder", default=None, description="the audio backbone's own text encoder (e.g. AudioLDM's CLAP); default: text_encoder")
+        "text_encoder", default=None,
+        description="the audio backbone's own text encoder (e.g. AudioLDM's CLAP); default: text_encoder",
+    )
     video_backbone: ComponentRef | None = component("backbone", default=None)
     audio_backbone: ComponentRef | None = component("backbone", default=None)
     sampler: ComponentRef = component("sampler", default=ComponentRef(name="diffusers"))
@@ -103,7 +118,9 @@ class TrainConfig(StrictModel):
     )
     warmup_steps: int = Field(0, ge=0, description="steps of linear warm-up from 0 to lr")
     weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float | None = Field(None, gt=0, description="clip the gradients' global L2 norm to this before each update; null: no clipping")
+    max_grad_norm: float | None = Field(
+        None, gt=0, description="clip the gradients' global L2 norm to this before each update; null: no clipping"
+    )
     val_every: int = Field(250, ge=1, description="steps between validation losses")
     checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
     gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches of batch_size per update")
@@ -136,7 +153,9 @@ class PretrainConfig(StrictModel):
     Weights go to ``weights`` (a directory) or, when null, to a user cache keyed by a hash of the
     world, the components and this section; a later run with the same key reuses them."""
 
-    autoencoder: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=1500, batch_size=8, lr=2e-3, val_every=500))
+    autoencoder: TrainConfig = Field(
+        default_factory=lambda: TrainConfig(steps=1500, batch_size=8, lr=2e-3, val_every=500)
+    )
     video: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=4000, batch_size=32, lr=1e-3, val_every=1000))
     audio: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=4000, batch_size=32, lr=1e-3, val_every=1000))
     text_dropout: float = Field(0.1, ge=0, lt=1, description="probability of the empty prompt (for guidance)")
@@ -145,7 +164,9 @@ class PretrainConfig(StrictModel):
         "files, as shipped with the media world. The autoencoders stay float32: rounding theirs to float16 moved the "
         "media world's audio latents by up to 2 standard deviations, away from what the backbones were trained on"
     )
-    weights: str | None = Field(None, description="directory of the weights; `shipped`: those shipped with the world; null: the user cache")
+    weights: str | None = Field(
+        None, description="directory of the weights; `shipped`: those shipped with the world; null: the user cache"
+    )
 
 
 Direction = Literal["tv2a", "ta2v"]
@@ -157,7 +178,9 @@ class FinetuneConfig(StrictModel):
 
     directions: list[Direction] = Field(default_factory=lambda: list[Direction](["tv2a"]), min_length=1)
     condition_source: Literal["projector", "masked"] = Field(
-        "projector", description="TV2A's training condition: P_theta(video latent) (what inference sees) or the Stage I masked latent"
+        "projector",
+        description="TV2A's training condition: P_theta(video latent) (what inference sees) "
+        "or the Stage I masked latent",
     )
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(8.0, gt=0)
@@ -187,9 +210,11 @@ class GenerateConfig(StrictModel):
     event_tolerance: float = Field(0.25, gt=0, description="seconds within which a seen and a heard event match")
     save_media: int = Field(4, ge=0, description="samples written as mp4 + wav + figure")
     sensitivity: bool = Field(False, description="appendix E: also generate prompt pairs that change one non-audible "
-                                                 "or one audible attribute under the same seeds and report how much the audio changes")
+                                                 "or one audible attribute under the same seeds "
+                                                 "and report how much the audio changes")
     caption_shift: int = Field(0, ge=0, description="v2a: pair test clip i's real video with the caption of clip "
-                               "i + caption_shift (counterfactual captions: does the audio follow the video or the text?)")
+                               "i + caption_shift "
+                               "(counterfactual captions: does the audio follow the video or the text?)")
     metrics: list[str] = Field(default_factory=list, description="metric specs as for `sava eval -m` (e.g. 'fad "
                                "extractor_params.checkpoint=/w/vggish.pth'), run on every generated clip")
     reference: str | None = Field(None, description="reference clips (folder or manifest) or statistics saved by "
@@ -226,7 +251,9 @@ class Recipe(StrictModel):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     variants: dict[str, list[str]] = Field(default_factory=dict, description="name -> key=value overrides")
     presets: dict[str, list[str]] = Field(
-        default_factory=dict, description="name -> key=value overrides applied when `preset` names it (e.g. tiny: a CPU smoke run)")
+        default_factory=dict,
+        description="name -> key=value overrides applied when `preset` names it (e.g. tiny: a CPU smoke run)",
+    )
     preset: str | None = Field(None, description="apply presets[preset] before the command line's overrides")
     sweep: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values (a grid)")
     report: ReportConfig = Field(default_factory=ReportConfig)

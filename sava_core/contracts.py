@@ -400,7 +400,9 @@ class GroundTruthWorld(ABC):
         """The factors of clip ``index`` of ``split``."""
 
     @abstractmethod
-    def ground_truth_metrics(self, video: Tensor, audio: Tensor, factors: list[Any], tolerance_s: float) -> dict[str, float]:
+    def ground_truth_metrics(
+        self, video: Tensor, audio: Tensor, factors: list[Any], tolerance_s: float
+    ) -> dict[str, float]:
         """Checks of clips (video (B, F, 3, H, W), audio (B, C, S)) against the factors asked for
         (e.g. audio-video synchronisation, class consistency); events match within ``tolerance_s``."""
 

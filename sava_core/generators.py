@@ -44,7 +44,9 @@ def slot_kinds() -> dict[str, str]:
     return dict(component_paths(ModelSection))
 
 
-def plugin_weights(recipe: Recipe, registries: Registries, cell_dir: Path | None, required: bool = True) -> WeightLookup:
+def plugin_weights(
+    recipe: Recipe, registries: Registries, cell_dir: Path | None, required: bool = True
+) -> WeightLookup:
     """A :data:`WeightLookup` that asks the plug-ins' ``sava_component_weights`` hook."""
 
     def lookup(slot: str, ref: ComponentRef) -> str | None:

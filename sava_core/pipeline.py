@@ -62,7 +62,9 @@ class SavaPipeline:
             if ref is None:
                 raise SavaError(f"generate.mode: {name} needs model.joint_generator "
                                 "(e.g. {name: ltx2, params: {preset: tiny}})")
-            joint = registries["joint_generator"].build(ref.name, ref.params).eval().to(accelerator_device(recipe.device))
+            joint = (
+                registries["joint_generator"].build(ref.name, ref.params).eval().to(accelerator_device(recipe.device))
+            )
             return cls(recipe, registries, generation_mode, joint_generator=joint)
         gen = build_generators(recipe, registries, plugin_weights(recipe, registries, cell_dir))
         pipe = cls(recipe, registries, generation_mode, gen)
@@ -172,7 +174,9 @@ class SavaPipeline:
             fake = enc.grid_to_sequence(generated).mean(1)
             if len(fake) < 2:
                 continue
-            out[f"fd_{name}_ae"] = float(frechet_distance(*gaussian_stats(fake.double()), *gaussian_stats(ref.double())))
+            out[f"fd_{name}_ae"] = float(
+                frechet_distance(*gaussian_stats(fake.double()), *gaussian_stats(ref.double()))
+            )
         return out
 
     def sensitivity(self, data: Dataset) -> dict[str, float]:
@@ -280,5 +284,6 @@ def find_cell(run_dir: Path, registries: Registries, variant: str | None, seed: 
     recipe, problems = check(yaml.safe_load((cell / "recipe.yaml").read_text()), registries)
     if recipe is None:
         raise SavaError(f"{cell / 'recipe.yaml'} does not validate with the installed components "
-                        f"({'; '.join(f'{p.path}: {p.message}' for p in problems[:3])}); was it made by another version?")
+                        f"({'; '.join(f'{p.path}: {p.message}' for p in problems[:3])}); "
+                        "was it made by another version?")
     return cell, recipe

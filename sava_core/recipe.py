@@ -29,7 +29,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a recipe file with PyYAML's safe loader; the top level must be a mapping."""
     path = Path(path)
     if not path.is_file():
-        raise SavaError(f"recipe file not found: {path}. List shipped recipes with `ls recipes/` or copy one with `sava cp`.")
+        raise SavaError(
+            f"recipe file not found: {path}. List shipped recipes with `ls recipes/` or copy one with `sava cp`."
+        )
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -140,7 +142,9 @@ def _pydantic_problems(exc: ValidationError, prefix: str) -> list[Problem]:
     return out
 
 
-def check(data: dict[str, Any], registries: Registries | None = None, prefix: str = "") -> tuple[Recipe | None, list[Problem]]:
+def check(
+    data: dict[str, Any], registries: Registries | None = None, prefix: str = ""
+) -> tuple[Recipe | None, list[Problem]]:
     """Validate one recipe mapping in two passes; returns the parsed recipe (if valid) and all problems."""
     registries = registries or get_registries()
     problems: list[Problem] = []
@@ -223,7 +227,9 @@ def _sweep_points(sweep: dict[str, list[Any]]) -> list[tuple[str, list[str]]]:
     labels = short if len(set(short)) == len(short) else keys
     points = []
     for values in itertools.product(*(sweep[k] for k in keys)):
-        label = ",".join(f"{lab}={json.dumps(v) if isinstance(v, (dict, list)) else v}" for lab, v in zip(labels, values))
+        label = ",".join(
+            f"{lab}={json.dumps(v) if isinstance(v, (dict, list)) else v}" for lab, v in zip(labels, values)
+        )
         points.append((label, [f"{k}={json.dumps(v)}" for k, v in zip(keys, values)]))
     return points
 
@@ -273,8 +279,10 @@ def apply_preset(data: dict[str, Any], overrides: list[str], source: str = "reci
         return data
     presets = data.get("presets") or {}
     if not isinstance(presets, dict) or name not in presets:
-        raise RecipeError([Problem("preset", f"{name!r} is not one of this recipe's presets ({', '.join(presets) or 'none'})")],
-                          source=source)
+        raise RecipeError(
+            [Problem("preset", f"{name!r} is not one of this recipe's presets ({', '.join(presets) or 'none'})")],
+            source=source,
+        )
     changes = presets[name]
     if not isinstance(changes, list) or not all(isinstance(o, str) for o in changes):
         raise RecipeError([Problem(f"presets.{name}", "must be a list of 'key=value' overrides")], source=source)
@@ -351,7 +359,8 @@ def _mixed_precision_problems(cells: list[Cell]) -> list[Problem]:
                 state = (value or os.environ.get("ACCELERATE_MIXED_PRECISION", "no"), f"{cell.variant}: {where}")
             elif value is not None and value != state[0]:
                 return [Problem(f"{cell.variant} -> {where}.mixed_precision",
-                                f"{value}, but {state[1]} already fixed it to {state[0]} for the whole run (Accelerate's mixed "
-                                "precision is process-wide); give the first training phase the same value, or leave them all "
+                                f"{value}, but {state[1]} already fixed it to {state[0]} for the whole run "
+                                "(Accelerate's mixed precision is process-wide); "
+                                "give the first training phase the same value, or leave them all "
                                 "null and use `accelerate launch --mixed_precision ...`")]
     return []

@@ -269,10 +269,14 @@ def load_registries(blocked: set[str] | frozenset[str] = frozenset(), only: set[
         dist = ep.dist.name if ep.dist else "?"
         version = ep.dist.version if ep.dist else "?"
         if ep.name in blocked:
-            registries.plugins.append(PluginInfo(ep.name, dist, version, "blocked", "blocked (--block-plugin or SAVA_BLOCK_PLUGINS)"))
+            registries.plugins.append(
+                PluginInfo(ep.name, dist, version, "blocked", "blocked (--block-plugin or SAVA_BLOCK_PLUGINS)")
+            )
             continue
         if only is not None and ep.name not in only:
-            registries.plugins.append(PluginInfo(ep.name, dist, version, "blocked", "not in SAVA_PLUGINS (SAVA_DISABLE_PLUGIN_AUTOLOAD)"))
+            registries.plugins.append(
+                PluginInfo(ep.name, dist, version, "blocked", "not in SAVA_PLUGINS (SAVA_DISABLE_PLUGIN_AUTOLOAD)")
+            )
             continue
         origin = Origin(ep.name, dist, version)
         try:

@@ -48,7 +48,10 @@ def environment(registries: Registries) -> dict[str, Any]:
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "torch_threads": torch.get_num_threads(),
         "plugins": [
-            {"name": p.name, "distribution": p.distribution, "version": p.version, "status": p.status, "reason": p.reason}
+            {
+                "name": p.name, "distribution": p.distribution, "version": p.version,
+                "status": p.status, "reason": p.reason,
+            }
             for p in registries.plugins
         ],
     }
@@ -108,7 +111,9 @@ def summarise(rows: list[dict[str, Any]], columns: list[str]) -> list[dict[str, 
         summary: dict[str, Any] = {"variant": variant, "n": len(group)}
         for c in columns:
             vals = [float(r[c]) for r in group if c in r and r[c] is not None and math.isfinite(float(r[c]))]
-            summary[c] = (statistics.fmean(vals) if vals else math.nan, statistics.stdev(vals) if len(vals) > 1 else 0.0)
+            summary[c] = (
+                statistics.fmean(vals) if vals else math.nan, statistics.stdev(vals) if len(vals) > 1 else 0.0
+            )
         out.append(summary)
     return out
 

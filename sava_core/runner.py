@@ -117,7 +117,9 @@ def run_plan(
                 log.info("[%d/%d] %s", i, len(cells), cell.key)
                 print(f"[{i}/{len(cells)}] {cell.key}", flush=True)
                 folder.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(folder / "recipe.yaml", yaml.safe_dump(cell.recipe.model_dump(mode="json"), sort_keys=False))
+                atomic_write_text(
+                    folder / "recipe.yaml", yaml.safe_dump(cell.recipe.model_dump(mode="json"), sort_keys=False)
+                )
             state.wait_for_everyone()
             metrics: dict[str, float] = {}
             context = StageContext(cell.recipe, folder, registries, resume)
@@ -168,7 +170,9 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def merge_runs(dirs: list[Path], out: Path, *, partial: bool = False, registries: Registries | None = None) -> RunResult:
+def merge_runs(
+    dirs: list[Path], out: Path, *, partial: bool = False, registries: Registries | None = None
+) -> RunResult:
     """Merge run directories (e.g. shards of one grid) into one results table under ``out``.
 
     Refuses runs whose resolved recipes differ outside the grid's keys (variants, sweep, seeds).
@@ -186,7 +190,9 @@ def merge_runs(dirs: list[Path], out: Path, *, partial: bool = False, registries
     for d, r in zip(dirs[1:], recipes[1:]):
         diff = _differences(core(recipes[0]), core(r))
         if diff:
-            raise SavaError(f"cannot merge {dirs[0]} and {d}: their recipes differ outside the grid at {', '.join(diff)}")
+            raise SavaError(
+                f"cannot merge {dirs[0]} and {d}: their recipes differ outside the grid at {', '.join(diff)}"
+            )
     plan = plan_data(recipes[0], registries=registries, source=str(dirs[0] / "resolved.yaml"))
     found: dict[tuple[str, int], tuple[Path, dict[str, float]]] = {}
     for d in dirs:
@@ -201,7 +207,9 @@ def merge_runs(dirs: list[Path], out: Path, *, partial: bool = False, registries
     order = [(c.variant, c.seed) for c in plan.cells]
     missing = [f"{v}/seed-{s}" for v, s in order if (v, s) not in found]
     if missing and not partial:
-        raise SavaError(f"missing runs (not finished in any directory): {', '.join(missing)}; pass --partial to merge anyway")
+        raise SavaError(
+            f"missing runs (not finished in any directory): {', '.join(missing)}; pass --partial to merge anyway"
+        )
     order += [k for k in found if k not in order]
     done = [(v, s, found[(v, s)][1]) for v, s in order if (v, s) in found]
     out.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,9 @@ def make_accelerator(config: TrainConfig, *, cpu: bool, tracking: TrackingConfig
     if tracking is not None and tracking.backend != "none":
         from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
 
-        available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available, "mlflow": is_mlflow_available}
+        available = {
+            "tensorboard": is_tensorboard_available, "wandb": is_wandb_available, "mlflow": is_mlflow_available
+        }
         if not available[tracking.backend]():
             raise SavaError(
                 f"tracking.backend: {tracking.backend} is not installed; `pip install {tracking.backend}` "

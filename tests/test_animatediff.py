@@ -205,7 +205,9 @@ def test_one_lora_step_changes_only_lora(backbone, clip) -> None:  # type: ignor
     with torch.no_grad():
         emb, null = clip.encode(PROMPTS), clip.encode([""])
     torch.manual_seed(0)
-    objective(torch.randn(2, *GRID), emb.tokens, emb.mask, null.tokens, null.mask, torch.randn(2, 6, 8))["loss"].backward()
+    objective(
+        torch.randn(2, *GRID), emb.tokens, emb.mask, null.tokens, null.mask, torch.randn(2, 6, 8)
+    )["loss"].backward()
     optimizer.step()
     after = trained.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -221,7 +223,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(text) -> None:  # type:
         assert model.unet.is_gradient_checkpointing == checkpointing
         add_lora(model, rank=2, alpha=2)
         extra = torch.randn(2, 2, TEXT_DIM, generator=torch.Generator().manual_seed(3))
-        model(*noisy(), Condition(text.tokens, text.mask, extra, torch.tensor([[True, False], [True, True]]))).sum().backward()
+        model(
+            *noisy(), Condition(text.tokens, text.mask, extra, torch.tensor([[True, False], [True, True]]))
+        ).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for n, p in model.named_parameters() if "lora_B" in n]))
     torch.testing.assert_close(grads[0], grads[1])
 
@@ -239,7 +243,9 @@ def test_backbone_round_trip_and_checks(tmp_path: Path, backbone, text) -> None:
     assert loaded.scheduler_config == SCHEDULER_CONFIG  # AnimateDiff's linear betas win over the SD pipeline's
     x, t = noisy()
     with torch.no_grad():
-        assert torch.equal(loaded(x, t, Condition(text.tokens, text.mask)), backbone(x, t, Condition(text.tokens, text.mask)))
+        assert torch.equal(
+            loaded(x, t, Condition(text.tokens, text.mask)), backbone(x, t, Condition(text.tokens, text.mask))
+        )
     with pytest.raises(SavaError, match="text encoder|clip_text"):
         build("backbone", "animatediff", {**runtime, "condition_dim": 16}, **params)
     with pytest.raises(SavaError, match="at most 32"):

@@ -116,7 +116,9 @@ class TestAudioLDM2(ComponentTests):
     expected_shape = (2, *GRID)
 
     def inputs(self):  # type: ignore[no-untyped-def]
-        return (torch.randn(2, *GRID), torch.tensor([3, 700]), Condition(torch.randn(2, GENERATED_TOKENS + 5, PACKED_DIM)))
+        return (
+            torch.randn(2, *GRID), torch.tensor([3, 700]), Condition(torch.randn(2, GENERATED_TOKENS + 5, PACKED_DIM))
+        )
 
 
 class TestAudioLDM2Text(ComponentTests):
@@ -266,9 +268,13 @@ def test_v1_round_trip_and_checks(tmp_path: Path, v1, clap) -> None:  # type: ig
     with pytest.raises(SavaError, match=r"audio_text_encoder.*16-d CLAP.*24-d.*output: pooled"):
         build("backbone", "audioldm", {"latent_shape": GRID, "condition_dim": 24}, pretrained=str(tmp_path))
     with pytest.raises(SavaError, match=r"audio_vae.*C=4"):
-        build("backbone", "audioldm", {"latent_shape": (8, 16, 32), "condition_dim": CLAP_DIM}, pretrained=str(tmp_path))
+        build(
+            "backbone", "audioldm", {"latent_shape": (8, 16, 32), "condition_dim": CLAP_DIM}, pretrained=str(tmp_path)
+        )
     with pytest.raises(SavaError, match=r"grid width 16 != 32"):
-        build("backbone", "audioldm", {"latent_shape": (4, 16, 16), "condition_dim": CLAP_DIM}, pretrained=str(tmp_path))
+        build(
+            "backbone", "audioldm", {"latent_shape": (4, 16, 16), "condition_dim": CLAP_DIM}, pretrained=str(tmp_path)
+        )
     with pytest.raises(SavaError, match=r"audio_backbone\.params\.pretrained.*has no unet"):
         build("backbone", "audioldm", runtime, pretrained=str(tmp_path / "vae"))
 
@@ -320,7 +326,9 @@ def test_v2_extra_tokens_join_the_gpt2_stream(v2, text2) -> None:  # type: ignor
     extra = torch.randn(3, 4, PACKED_DIM)
     with torch.no_grad():
         plain = v2(x, t, Condition(emb.tokens, emb.mask))
-        mixed = v2(x, t, Condition(emb.tokens, emb.mask, extra, torch.tensor([[True] * 4, [False] * 4, [True, False] * 2])))
+        mixed = v2(
+            x, t, Condition(emb.tokens, emb.mask, extra, torch.tensor([[True] * 4, [False] * 4, [True, False] * 2]))
+        )
         shifted = extra.clone()
         shifted[..., 24:] += 5.0  # channels above the GPT-2 width are not read
         same = v2(x, t, Condition(emb.tokens, emb.mask, shifted, torch.ones(3, 4, dtype=torch.bool)))
@@ -359,7 +367,9 @@ def test_v2_round_trip_and_checks(tmp_path: Path, v2, text2) -> None:  # type: i
         (module.transformer if name == "language_model" else module).save_pretrained(tmp_path / name)
     tiny_audioldm2_unet(GRID[0]).save_pretrained(tmp_path / "unet")
     text = build("text_encoder", "audioldm2_text", pretrained=str(tmp_path))
-    backbone = build("backbone", "audioldm2", {"latent_shape": GRID, "condition_dim": PACKED_DIM}, pretrained=str(tmp_path))
+    backbone = build(
+        "backbone", "audioldm2", {"latent_shape": GRID, "condition_dim": PACKED_DIM}, pretrained=str(tmp_path)
+    )
     x, t = noisy()
     with torch.no_grad():
         a, b = text.encode(PROMPTS), text2.encode(PROMPTS)
@@ -371,5 +381,7 @@ def test_v2_round_trip_and_checks(tmp_path: Path, v2, text2) -> None:  # type: i
     with pytest.raises(SavaError, match=r"needs 8 GPT-2 tokens followed by T5 tokens"):
         v2(x, t, Condition(torch.randn(3, GENERATED_TOKENS, PACKED_DIM)))
     (tmp_path / "half" / "text_encoder_2").mkdir(parents=True)
-    with pytest.raises(SavaError, match=r"audio_text_encoder\.params\.pretrained.*has no text_encoder, projection_model"):
+    with pytest.raises(
+        SavaError, match=r"audio_text_encoder\.params\.pretrained.*has no text_encoder, projection_model"
+    ):
         build("text_encoder", "audioldm2_text", pretrained=str(tmp_path / "half"))

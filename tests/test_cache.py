@@ -237,3 +237,23 @@ def test_cache_info_and_clear_from_the_command_line(tmp_path):
     assert result.exit_code == 0 and cache_info(root) == []
     with pytest.raises(SavaError, match="no cache entry"):
         cache_clear(root, "ffff")
+
+
+def test_the_cache_key_of_a_dataset_without_a_fingerprint_holds_its_parameters():
+    """Two media worlds that differ in one parameter never share cached latents; a dataset that gives
+    a fingerprint (a manifest's content) is keyed by it instead."""
+    from sava_core.cache import dataset_fingerprint
+
+    registries = get_registries()
+    world = registries["dataset"].build("media_world", {"n_train": 8})
+    other = registries["dataset"].build("media_world", {"n_train": 9})
+    assert dataset_fingerprint(world, "train") == dataset_fingerprint(
+        registries["dataset"].build("media_world", {"n_train": 8}), "train")
+    assert dataset_fingerprint(world, "train") != dataset_fingerprint(other, "train")
+    assert dataset_fingerprint(world, "train")["params"]["n_train"] == 8
+
+    class Manifest(Dataset):
+        def fingerprint(self, split: str) -> dict[str, str]:
+            return {"manifest_sha256": "ab" * 32, "split": split}
+
+    assert dataset_fingerprint(Manifest(), "val")["fingerprint"] == {"manifest_sha256": "ab" * 32, "split": "val"}

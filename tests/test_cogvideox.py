@@ -94,7 +94,10 @@ class TestCogVideoX(ComponentTests):
     def inputs(self):  # type: ignore[no-untyped-def]
         text = torch.randn(2, TINY_TEXT_LENGTH, TEXT_DIM)
         mask = torch.arange(TINY_TEXT_LENGTH) < 5
-        return (*noisy(), Condition(text, mask.expand(2, -1), torch.randn(2, 3, TEXT_DIM), torch.ones(2, 3, dtype=torch.bool)))
+        return (
+            *noisy(),
+            Condition(text, mask.expand(2, -1), torch.randn(2, 3, TEXT_DIM), torch.ones(2, 3, dtype=torch.bool)),
+        )
 
 
 # ----------------------------------------------------------------------------------- VAE
@@ -230,7 +233,8 @@ def test_extra_tokens_need_room_and_text_needs_its_length(backbone, text) -> Non
         backbone(x, t, Condition(text.tokens, full, extra, torch.zeros(2, 3, dtype=torch.bool)))
     with pytest.raises(SavaError, match="do not fit"):
         too_many = TINY_TEXT_LENGTH + 4
-        backbone(x, t, Condition(text.tokens, text.mask, torch.randn(2, too_many, TEXT_DIM), torch.zeros(2, too_many, dtype=torch.bool)))
+        backbone(x, t, Condition(text.tokens, text.mask, torch.randn(2, too_many, TEXT_DIM),
+                                 torch.zeros(2, too_many, dtype=torch.bool)))
     with pytest.raises(SavaError, match=f"max_length: {TINY_TEXT_LENGTH}"):
         backbone(x, t, Condition(text.tokens[:, :8], text.mask[:, :8]))
 
@@ -294,7 +298,9 @@ def test_backbone_round_trip_and_checks(tmp_path: Path, backbone, text) -> None:
     loaded = build("backbone", "cogvideox", runtime, pretrained=str(tmp_path)).eval()
     x, t = noisy()
     with torch.no_grad():
-        assert torch.equal(loaded(x, t, Condition(text.tokens, text.mask)), backbone(x, t, Condition(text.tokens, text.mask)))
+        assert torch.equal(
+            loaded(x, t, Condition(text.tokens, text.mask)), backbone(x, t, Condition(text.tokens, text.mask))
+        )
     assert loaded.scheduler_config["_class_name"] == "CogVideoXDDIMScheduler"
     with pytest.raises(SavaError, match="text encoder"):
         build("backbone", "cogvideox", {**runtime, "condition_dim": 64}, pretrained=str(tmp_path))
@@ -314,7 +320,9 @@ def test_other_position_schemes_take_the_runtime_shape(tmp_path: Path, text, var
     else:
         config.update(patch_size_t=2)
     _save_pipeline(tmp_path, CogVideoXTransformer3DModel.from_config(config))
-    assert (json.loads((tmp_path / "transformer" / "config.json").read_text())["patch_size_t"] == 2) == (variant == "v1.5")
+    assert (
+        json.loads((tmp_path / "transformer" / "config.json").read_text())["patch_size_t"] == 2
+    ) == (variant == "v1.5")
     model = build("backbone", "cogvideox", {"latent_shape": GRID, "condition_dim": TEXT_DIM}, pretrained=str(tmp_path))
     x, t = noisy()
     with torch.no_grad():

@@ -12,16 +12,11 @@ import typer
 from typer.testing import CliRunner
 
 from sava_cli.eval_cmd import eval_command
+from sava_core.clips import ClipSet
 from sava_core.errors import SavaError
-from sava_core.evaluation import (
-    ClipSet,
-    ProtocolMismatchError,
-    combine_results,
-    evaluate,
-    parse_metric_spec,
-    protocol_id,
-)
+from sava_core.evaluation import combine_results, evaluate, parse_metric_spec
 from sava_core.media_io import write_mp4, write_wav
+from sava_core.protocol import ProtocolMismatchError, protocol_id
 
 FPS, RATE, FRAMES, SIDE, N = 8.0, 16000, 16, 32, 4
 IDS = [f"clip{i}" for i in range(N)]

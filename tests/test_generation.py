@@ -35,7 +35,8 @@ TINY_T2AV = [
     "model.video_backbone.params.block_out_channels=[32, 32]",
     "report.plot=false", "tracking.backend=none", "generate.sensitivity=true",
     "generate.metrics=['clap_score extractor_params.preset=tiny', 'avhscore extractor_params.preset=tiny']",
-    "variants={two_stream: [generate.mode=two_stream], cascade: [], bidirectional: [generate.mode=cascade_bidirectional]}",
+    "variants={two_stream: [generate.mode=two_stream], cascade: [], "
+    "bidirectional: [generate.mode=cascade_bidirectional]}",
 ]
 MODES = ("two_stream", "cascade", "bidirectional")
 
@@ -232,7 +233,9 @@ def test_condition_guidance_scales_text_and_condition_apart(condition_scale):
     from sava_core.components.params import DiffusionSamplerParams
     from sava_core.components.sampling import DiffusersSampler
 
-    sampler = DiffusersSampler(DiffusionSamplerParams(steps=1, guidance_scale=2.0, condition_guidance_scale=condition_scale))
+    sampler = DiffusersSampler(
+        DiffusionSamplerParams(steps=1, guidance_scale=2.0, condition_guidance_scale=condition_scale)
+    )
     on, off = torch.ones(3, 2, dtype=torch.bool), torch.zeros(3, 2, dtype=torch.bool)
     text = torch.zeros(3, 2, 4)
     cond, uncond = Condition(text, on, torch.zeros(3, 2, 4), on), Condition(text, off, torch.zeros(3, 2, 4), off)
@@ -347,7 +350,9 @@ def test_settings_used_after_pretraining_keep_the_shipped_weights():
 
     assert all(shipped(recipe=name) for name in ("synth_pretrain", "t2av_synth", "sensitivity"))
     assert shipped() and shipped("model.audio_backbone.params.condition_window=0")
-    assert shipped("model.sampler.params.guidance_scale=5", "model.sampler.params.steps=10", "model.sampler.params.scheduler=dpm")
+    assert shipped(
+        "model.sampler.params.guidance_scale=5", "model.sampler.params.steps=10", "model.sampler.params.scheduler=dpm"
+    )
     assert shipped("model.video_backbone.params.clip_sample=2.0", "model.audio_backbone.params.clip_sample=null")
     assert not shipped("model.audio_backbone.params.layers_per_block=2")
     assert not shipped("model.sampler.params.beta_schedule=linear")

@@ -108,7 +108,9 @@ def test_the_check_catches_a_plugin_import_a_cycle_and_a_stage_importing_a_stage
         (core / name).write_text("")
     (core / "a.py").write_text("def f():\n    from sava_synth.pretrain import Pretrain\n    from sava_core import b\n")
     (core / "b.py").write_text("from sava_core.a import f\n")
-    (core / "stages" / "one.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import sava_media\n")
+    (core / "stages" / "one.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import sava_media\n"
+    )
     (core / "stages" / "two.py").write_text("from . import one\n")
     assert layering_problems(core, PLUGINS) == [
         "sava_core.a imports the plug-in sava_synth.pretrain",

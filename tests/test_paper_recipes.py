@@ -41,7 +41,9 @@ def streams(path: Path) -> tuple[list[float], list[float]]:
     return video, audio
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=() if p.stem in FAST else pytest.mark.slow) for p in PAPER], ids=IDS)
+@pytest.mark.parametrize(
+    "path", [pytest.param(p, marks=() if p.stem in FAST else pytest.mark.slow) for p in PAPER], ids=IDS
+)
 def test_the_tiny_preset_runs_every_stage_and_writes_clips(path, tmp_path, monkeypatch):
     monkeypatch.setenv("SAVA_CACHE", str(tmp_path / "cache"))
     p = plan(path, ["preset=tiny", "report.plot=false"])
@@ -80,7 +82,11 @@ def test_v2a_with_shifted_captions_checks_the_audio_against_the_real_video_and_t
 
 def test_caption_shift_outside_v2a_is_a_clear_error():
     result = run_cli("validate", str(REPO / "recipes" / "quickstart.yaml"), "generate.caption_shift=1")
-    assert result.returncode == 2 and "caption_shift" in result.stdout + result.stderr and "v2a" in result.stdout + result.stderr
+    assert (
+        result.returncode == 2
+        and "caption_shift" in result.stdout + result.stderr
+        and "v2a" in result.stdout + result.stderr
+    )
 
 
 STAGE2 = [p for p in PAPER if p.stem in ("t2av_cogvideox_audioldm", "t2av_animatediff_audioldm2")]
@@ -98,7 +104,9 @@ def test_stage2_changes_only_lora_and_phi(path, direction):
     trainer = Trainer(DiffusionObjective(c.backbone, gen.sampler, 0.0, c.phi), recipe.finetune.train, seed=0, cpu=True)
     torch.manual_seed(0)
     grid = torch.randn(2, *c.backbone.latent_shape)
-    text = encode_text(gen.text_encoders["audio" if direction == "tv2a" else "video"], ["a dog barks", "a red ball bounces"])
+    text = encode_text(
+        gen.text_encoders["audio" if direction == "tv2a" else "video"], ["a dog barks", "a red ball bounces"]
+    )
     extra = torch.randn(2, 3, recipe.align.width)
     for _ in range(2):  # AudioLDM's FiLM path reaches phi only through LoRA's zero-initialised B: from step 2
         trainer.train_step(lambda idx: (grid, text.tokens, text.mask, text.null_tokens, text.null_mask, extra), 2)
@@ -112,11 +120,13 @@ def test_stage2_changes_only_lora_and_phi(path, direction):
 
 @pytest.mark.parametrize("value, message", [
     ("/nope/sd15", "model.video_backbone.params.pretrained: local path /nope/sd15 does not exist"),
-    ("someone/not-cached", "model.video_backbone.params.pretrained: hub id 'someone/not-cached' is not in the local hub cache"),
+    ("someone/not-cached",
+     "model.video_backbone.params.pretrained: hub id 'someone/not-cached' is not in the local hub cache"),
 ])
 def test_a_wrong_weights_setting_is_one_clear_message(value, message, tmp_path):
     recipe = REPO / "recipes" / "paper" / "t2av_two_stream.yaml"
-    result = run_cli("run", str(recipe), "preset=tiny", f"model.video_backbone.params={{pretrained: {value}, motion_adapter: {value}}}",
+    result = run_cli("run", str(recipe), "preset=tiny",
+                     f"model.video_backbone.params={{pretrained: {value}, motion_adapter: {value}}}",
                      "--out", str(tmp_path / "run"), env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")},
                      timeout=120)
     assert result.returncode == 2

@@ -36,7 +36,8 @@ def test_overrides_set_nested_keys_with_yaml_values_and_delete():
 
 def test_three_mistakes_are_reported_at_once_with_their_yaml_paths(tmp_path):
     recipe = write(tmp_path, {**BASE, "lerning_rate": 0.1,
-                              "model": {"mask": {"name": "mlpp"}, "adapter": {"name": "mlp", "params": {"hidden": "wide"}}}})
+                              "model": {"mask": {"name": "mlpp"},
+                                        "adapter": {"name": "mlp", "params": {"hidden": "wide"}}}})
     with pytest.raises(RecipeError) as err:
         plan(recipe)
     paths = {p.path for p in err.value.problems}
@@ -46,7 +47,8 @@ def test_three_mistakes_are_reported_at_once_with_their_yaml_paths(tmp_path):
 
 
 def test_variants_sweeps_and_seeds_make_a_grid(tmp_path):
-    recipe = write(tmp_path, {**BASE, "seeds": [0, 1], "variants": {"none": ["model.mask.params.mode=none"], "joint": []},
+    recipe = write(tmp_path, {**BASE, "seeds": [0, 1],
+                              "variants": {"none": ["model.mask.params.mode=none"], "joint": []},
                               "sweep": {"align.loss.alpha": [0.01, 1.0]}})
     p = plan(recipe, ["align.width=8"])
     assert len(p.cells) == 2 * 2 * 2
@@ -109,7 +111,9 @@ def test_mixed_precision_that_accelerate_cannot_switch_within_a_run_is_caught_be
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     quickstart = REPO / "recipes" / "quickstart.yaml"
     assert plan(quickstart, ["align.train.mixed_precision=bf16"]).cells
-    with pytest.raises(RecipeError, match=r"finetune\.train\.mixed_precision.*bf16.*align\.train already fixed it to no"):
+    with pytest.raises(
+        RecipeError, match=r"finetune\.train\.mixed_precision.*bf16.*align\.train already fixed it to no"
+    ):
         plan(quickstart, ["finetune.train.mixed_precision=bf16"])
     with pytest.raises(RecipeError, match="process-wide"):  # a variant that differs from the cells before it
         plan(quickstart, ["align.train.mixed_precision=bf16",

@@ -46,7 +46,9 @@ def test_registration_is_lazy():
 def test_a_name_registered_twice_names_both_origins():
     registries = Registries()
     registries.add_plugin(_plugin(("adapter", "twin", "a:A")), Origin("first", "dist-one", "1.0"))
-    info = registries.add_plugin(_plugin(("mask", "ok", "b:B"), ("adapter", "twin", "b:A")), Origin("second", "dist-two", "2.0"))
+    info = registries.add_plugin(
+        _plugin(("mask", "ok", "b:B"), ("adapter", "twin", "b:A")), Origin("second", "dist-two", "2.0")
+    )
     assert info.status == "failed"
     assert "plugin 'first' (dist-one 1.0)" in info.reason and "plugin 'second' (dist-two 2.0)" in info.reason
     assert "ok" not in registries["mask"]  # all or nothing per plug-in
@@ -59,7 +61,10 @@ def test_an_unknown_name_lists_what_is_available_and_the_closest_matches():
     with pytest.raises(UnknownComponentError) as err:
         get_registries()["dataset"].get("factor_wrld")
     assert err.value.close[0] == "factor_world"
-    assert "Did you mean 'factor_world'" in str(err.value) and "Available: audiocaps, factor_world, folder" in str(err.value)
+    assert (
+        "Did you mean 'factor_world'" in str(err.value)
+        and "Available: audiocaps, factor_world, folder" in str(err.value)
+    )
 
 
 def test_a_plugin_that_fails_to_import_is_reported_and_the_others_keep_working(broken_site, monkeypatch):
@@ -96,7 +101,9 @@ def test_a_target_that_is_not_its_kinds_contract_is_refused():
 
 def test_the_example_third_party_plugin_is_discovered(with_example_plugin):
     entry = get_registries()["adapter"].get("gated_linear")
-    assert (entry.origin.plugin, entry.origin.distribution, entry.origin.version) == ("example", "sava-example-plugin", "0.3.0")
+    assert (entry.origin.plugin, entry.origin.distribution, entry.origin.version) == (
+        "example", "sava-example-plugin", "0.3.0"
+    )
 
 
 def test_a_third_party_stage_runs_in_its_order_and_says_what_it_needs(with_example_plugin, tmp_path):

@@ -70,12 +70,16 @@ def test_eq7_terms_on_a_hand_computed_case():
     t = stage1_loss(xv=xv, xa=xa, xv_hat=xv_hat, xa_hat=xa_hat, zv=zv, za=za, mv=mv, ma=ma, alpha=0.1, lam=5.0)
     assert float(t["rec_v"]) == 4.0 and float(t["rec_a"]) == 5.0
     assert float(t["loss"]) == pytest.approx(5 + 4 + 0.1 * 2 + 5 * (0.5 + 0.5))
-    no_mask = stage1_loss(xv=xv, xa=xa, xv_hat=xv_hat, xa_hat=xa_hat, zv=zv, za=za, mv=None, ma=None, alpha=0.1, lam=5.0)
+    no_mask = stage1_loss(
+        xv=xv, xa=xa, xv_hat=xv_hat, xa_hat=xa_hat, zv=zv, za=za, mv=None, ma=None, alpha=0.1, lam=5.0
+    )
     assert float(no_mask["loss"]) == pytest.approx(9.2)
 
 
 def test_factor_world_is_seeded_and_returns_its_factors():
-    build = lambda **p: get_registries()["dataset"].build("factor_world", {"n_train": 20, "n_val": 10, "n_test": 10, **p})
+    def build(**p):
+        return get_registries()["dataset"].build("factor_world", {"n_train": 20, "n_val": 10, "n_test": 10, **p})
+
     world = build(n_shared=3, n_video=2, n_audio=5, d=12, length=6)
     test = world.latents("test")
     assert test.video.shape == (10, 6, 12) and test.audio.shape == (10, 6, 12)
@@ -98,9 +102,13 @@ def test_a_run_writes_its_directory(tmp_path):
     for variant in ("none", "joint_hard"):
         for seed in (0, 1):
             metrics = json.loads((out / "runs" / variant / f"seed-{seed}" / "metrics.json").read_text())
-            assert {"shared_r2", "specific_r2", "leak_r2", "xrec", "xrec_shuffled", "density", "proj_r2"} <= set(metrics)
+            assert {
+                "shared_r2", "specific_r2", "leak_r2", "xrec", "xrec_shuffled", "density", "proj_r2"
+            } <= set(metrics)
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert [(r["variant"], r["seed"]) for r in rows] == [("none", "0"), ("none", "1"), ("joint_hard", "0"), ("joint_hard", "1")]
+    assert [(r["variant"], r["seed"]) for r in rows] == [
+        ("none", "0"), ("none", "1"), ("joint_hard", "0"), ("joint_hard", "1")
+    ]
     assert "| joint_hard | 2 |" in (out / "results.md").read_text() and "| joint_hard | 2 |" in result.table
     assert not list(out.rglob("*.tmp"))
 
@@ -207,7 +215,9 @@ def test_a_cosine_schedule_warms_up_decays_to_zero_and_resumes_where_it_stopped(
 
     monkeypatch.setattr(Trainer, "train_step", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        Trainer(_Regression(), config, seed=0, cpu=True, checkpoint_dir=tmp_path / "cut").fit(lambda i: (x[i], y[i]), len(x))
+        Trainer(_Regression(), config, seed=0, cpu=True, checkpoint_dir=tmp_path / "cut").fit(
+            lambda i: (x[i], y[i]), len(x)
+        )
     monkeypatch.setattr(Trainer, "train_step", original)
     resumed = Trainer(_Regression(), config, seed=0, cpu=True, checkpoint_dir=tmp_path / "cut")
     resumed.fit(lambda i: (x[i], y[i]), len(x), resume=True)  # from the checkpoint at step 5

@@ -33,13 +33,13 @@ def check(
     Exits with code 2 when there is any problem."""
     from pydantic import ValidationError
 
-    from sava_core.registry import get_registries
+    from sava_cli.components import registries
 
     if kind not in ("folder", "vggsound", "audiocaps"):
         raise SavaError(f"--kind must be folder, vggsound or audiocaps, not {kind!r}")
     params = {"manifest": str(manifest), **({"media_root": str(media_root)} if media_root else {})}
     try:
-        dataset = get_registries()["dataset"].build(kind, params)
+        dataset = registries()["dataset"].build(kind, params)
     except ValidationError as exc:
         raise SavaError(f"{kind}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                                 for e in exc.errors())) from None

@@ -30,9 +30,10 @@ def eval_command(
     """Score generated clips (FVD, FAD, FD, KL, ISc, CLAP score, AVHScore, CAVP similarity).
 
     Extractors load their weights only from local files checked by sha256 (docs/metrics.md)."""
+    from sava_cli.components import registries
     from sava_core.evaluation import evaluate, format_table
 
-    result = evaluate(generated, metric, reference=reference, save_stats=save_stats, out=out)
+    result = evaluate(generated, metric, reference=reference, save_stats=save_stats, out=out, registries=registries())
     typer.echo(format_table(result.rows))
     if save_stats is not None:
         typer.echo(f"reference statistics: {save_stats}")

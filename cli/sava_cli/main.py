@@ -32,14 +32,17 @@ app.add_typer(cache_app, name="cache")
 
 _state = {"debug": os.environ.get("SAVA_DEBUG", "") not in ("", "0")}
 
-Overrides = Annotated[Optional[list[str]], typer.Argument(help="key=value overrides (YAML values), or ~key to delete", show_default=False)]
+Overrides = Annotated[
+    Optional[list[str]], typer.Argument(help="key=value overrides (YAML values), or ~key to delete", show_default=False)
+]
 
 
 @app.callback()
 def _global(
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks for errors")] = False,
     block_plugin: Annotated[
-        Optional[list[str]], typer.Option("--block-plugin", help="do not load this plug-in (entry-point name); repeatable")
+        Optional[list[str]],
+        typer.Option("--block-plugin", help="do not load this plug-in (entry-point name); repeatable"),
     ] = None,
 ) -> None:
     if debug:
@@ -93,7 +96,9 @@ def run(
     overrides: Overrides = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="run directory (default: runs/<name>-<time>)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its checkpoints")] = False,
-    shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: run only the I-th of N disjoint parts of the grid")] = None,
+    shard: Annotated[
+        Optional[str], typer.Option("--shard", help="I/N: run only the I-th of N disjoint parts of the grid")
+    ] = None,
 ) -> None:
     """Run a recipe: every variant and seed, then print the comparison table.
 
@@ -118,7 +123,9 @@ def run(
 @app.command()
 def report(
     dirs: Annotated[list[Path], typer.Argument(help="run directories to merge (e.g. the shards of one recipe)")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="where to write results.md/csv and plots (default: the only DIR)")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="where to write results.md/csv and plots (default: the only DIR)")
+    ] = None,
     partial: Annotated[bool, typer.Option("--partial", help="merge even if some runs of the grid are missing")] = False,
 ) -> None:
     """Merge run directories into one results.md / results.csv and its plots."""

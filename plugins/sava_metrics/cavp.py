@@ -50,9 +50,9 @@ import torch.nn.functional as F
 import torchaudio
 from torch import Tensor, nn
 
+from sava_core.clips import MediaItem
 from sava_core.contracts import Features
 from sava_core.errors import SavaError
-from sava_core.evaluation import MediaItem
 from sava_metrics.common import (
     RESAMPLER,
     MediaExtractor,

@@ -24,9 +24,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from sava_core.clips import MediaItem
 from sava_core.contracts import Features
 from sava_core.errors import SavaError
-from sava_core.evaluation import MediaItem
 from sava_metrics.common import RESAMPLER, MediaExtractor, build_model, mono_at, verify_checkpoint
 from sava_metrics.params import CLAPParams
 

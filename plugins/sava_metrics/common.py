@@ -18,9 +18,9 @@ import torchaudio.functional as AF
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from sava_core.clips import MediaItem
 from sava_core.contracts import FeatureExtractor, Features
 from sava_core.errors import SavaError
-from sava_core.evaluation import MediaItem
 from sava_core.io import file_sha256
 
 #: The one resampler every extractor uses (torchaudio's defaults, pinned here so protocols can say it).

@@ -26,8 +26,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from sava_core.clips import MediaItem
 from sava_core.contracts import Features
-from sava_core.evaluation import MediaItem
 from sava_imagebind.model import (
     AUDIO,
     CLIPS_PER_AUDIO,

@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 import torch
 from pydantic import ValidationError
 
+from sava_core.clips import MediaItem
 from sava_core.contracts import Metric, Score
 from sava_core.errors import SavaError
-from sava_core.evaluation import MediaItem, ReferenceStats, require_same_protocol
 from sava_core.metrics import (
     StreamingGaussian,
     cosine_mean,
@@ -27,6 +27,7 @@ from sava_core.metrics import (
     inception_score,
     kl_divergence,
 )
+from sava_core.protocol import ReferenceStats, require_same_protocol
 from sava_core.registry import Registries
 from sava_metrics.common import MediaExtractor
 from sava_metrics.params import (
@@ -85,8 +86,12 @@ class ExtractorMetric(Metric):
                               ("reference", "this run"))
         return reference
 
-    def compute(self, generated: Sequence[MediaItem], reference: Sequence[MediaItem] | ReferenceStats | None = None) -> Score:
-        ref = reference if reference is None or isinstance(reference, ReferenceStats) else self.reference_stats(reference)
+    def compute(
+        self, generated: Sequence[MediaItem], reference: Sequence[MediaItem] | ReferenceStats | None = None
+    ) -> Score:
+        ref = (
+            reference if reference is None or isinstance(reference, ReferenceStats) else self.reference_stats(reference)
+        )
         return self.score(generated, ref)
 
     def score(self, generated: Sequence[MediaItem], reference: ReferenceStats | None) -> Score:
@@ -100,7 +105,9 @@ class FrechetMetric(ExtractorMetric):
     needs_reference = True
     definition = "Frechet distance of Gaussians fitted to embedding rows"
 
-    def _gaussian(self, clips: Iterable[MediaItem], keep_rows: bool) -> tuple[StreamingGaussian, int, torch.Tensor | None]:
+    def _gaussian(
+        self, clips: Iterable[MediaItem], keep_rows: bool
+    ) -> tuple[StreamingGaussian, int, torch.Tensor | None]:
         g, n, rows = StreamingGaussian("cpu"), 0, []
         for _, f in self.extractor.features(clips, self.params.batch_size):
             g.update(f.embeddings)
@@ -108,7 +115,9 @@ class FrechetMetric(ExtractorMetric):
             if keep_rows:
                 rows.append(f.embeddings.double())
         if g.n < 2:
-            raise SavaError(f"metric {self.name}: {g.n} embedding row(s) from {n} clip(s); a covariance needs at least 2")
+            raise SavaError(
+                f"metric {self.name}: {g.n} embedding row(s) from {n} clip(s); a covariance needs at least 2"
+            )
         return g, n, torch.cat(rows) if keep_rows else None
 
     def reference_stats(self, clips: Sequence[MediaItem]) -> ReferenceStats:
@@ -138,7 +147,9 @@ class FrechetMetric(ExtractorMetric):
                                 "embedded window); evaluate more clips or set infinity_min lower") from None
             values.update({f"{self.name}_inf": inf["fad_inf"], f"{self.name}_inf_slope": inf["slope"],
                            f"{self.name}_inf_r2": inf["r2"]})
-            protocol["infinity"] = {k: inf[k] for k in ("n_points", "n_min", "n_max")} | {"resampling": "with replacement, seed 0"}
+            protocol["infinity"] = {k: inf[k] for k in ("n_points", "n_min", "n_max")} | {
+                "resampling": "with replacement, seed 0"
+            }
         return Score(values, protocol)
 
 

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from torch import Tensor, nn
 
+from sava_core.clips import MediaItem
 from sava_core.contracts import Features
-from sava_core.evaluation import MediaItem
 from sava_metrics.common import (
     RESAMPLER,
     MediaExtractor,

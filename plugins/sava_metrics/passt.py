@@ -26,9 +26,9 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from sava_core.clips import MediaItem
 from sava_core.contracts import Features
 from sava_core.errors import SavaError
-from sava_core.evaluation import MediaItem
 from sava_metrics.common import (
     RESAMPLER,
     MediaExtractor,

@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from sava_core.clips import MediaItem
 from sava_core.contracts import Features
-from sava_core.evaluation import MediaItem
 from sava_metrics.common import (
     RESAMPLER,
     MediaExtractor,

@@ -33,10 +33,21 @@ def sava_register(registry: Registration) -> None:
     )
     for kind, name, target, params, summary in (
         ("video_encoder", "synth_video_ae", "SynthVideoAE", "VideoAEParams", "media world: per-frame conv autoencoder"),
-        ("audio_encoder", "synth_audio_ae", "SynthAudioAE", "AudioAEParams", "media world: log-mel conv autoencoder + Griffin-Lim"),
-        ("text_encoder", "hash_words", "HashTextEncoder", "HashTextParams", "frozen hashed word embeddings + positions"),
-        ("backbone", "synth_unet", "SynthUNet", "SynthUNetParams", "media world: diffusers UNet2DConditionModel denoiser"),
+        (
+            "audio_encoder", "synth_audio_ae", "SynthAudioAE", "AudioAEParams",
+            "media world: log-mel conv autoencoder + Griffin-Lim",
+        ),
+        (
+            "text_encoder", "hash_words", "HashTextEncoder", "HashTextParams",
+            "frozen hashed word embeddings + positions",
+        ),
+        (
+            "backbone", "synth_unet", "SynthUNet", "SynthUNetParams",
+            "media world: diffusers UNet2DConditionModel denoiser",
+        ),
     ):
-        registry.register(kind, name, f"sava_synth.models:{target}", params=f"sava_synth.params:{params}", summary=summary)
+        registry.register(
+            kind, name, f"sava_synth.models:{target}", params=f"sava_synth.params:{params}", summary=summary
+        )
     registry.register("stage", "pretrain", "sava_synth.pretrain:Pretrain",
                       summary="media world: train its autoencoders and T2V / T2A once (skipped when the weights exist)")

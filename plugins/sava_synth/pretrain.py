@@ -42,7 +42,9 @@ def trained_here(recipe: Recipe, registries: Registries, slot: str) -> bool:
     from sava_core.generators import slot_kinds
 
     ref = getattr(recipe.model, slot)
-    return ref is not None and bool(getattr(registries[slot_kinds()[slot]].get(ref.name).load(), "pretrain_stage", False))
+    return ref is not None and bool(
+        getattr(registries[slot_kinds()[slot]].get(ref.name).load(), "pretrain_stage", False)
+    )
 
 
 def pretrain_key(recipe: Recipe, registries: Registries) -> str:
@@ -98,7 +100,9 @@ def pretrained_dir(recipe: Recipe, registries: Registries) -> Path | None:
     return None
 
 
-def recorded_weights(cell_dir: Path | None, recipe: Recipe, registries: Registries, required: bool = True) -> Path | None:
+def recorded_weights(
+    cell_dir: Path | None, recipe: Recipe, registries: Registries, required: bool = True
+) -> Path | None:
     """The weights directory the pretrain stage recorded for this cell, or the one it would use
     (shipped, configured or cached). Raises if there is none and ``required``."""
     record = cell_dir / "pretrained.json" if cell_dir is not None else None
@@ -106,8 +110,8 @@ def recorded_weights(cell_dir: Path | None, recipe: Recipe, registries: Registri
         return Path(json.loads(record.read_text())["weights"])
     found = pretrained_dir(recipe, registries)
     if found is None and required:
-        raise SavaError(f"no pretrained weights for this recipe (key {pretrain_key(recipe, registries)}); add `pretrain` "
-                        "to stages or run recipes/synth_pretrain.yaml first")
+        raise SavaError(f"no pretrained weights for this recipe (key {pretrain_key(recipe, registries)}); "
+                        "add `pretrain` to stages or run recipes/synth_pretrain.yaml first")
     return found
 
 
@@ -141,7 +145,8 @@ class Pretrain(Stage):
         own = [f"model.{s}" for s in WEIGHT_FILES if not trained_here(recipe, registries, s)]
         if own:
             raise SavaError(f"stages: `pretrain` trains a synthetic world's encoders and both backbones, but "
-                            f"{', '.join(own)} load their own weights (pretrained / preset); remove pretrain from stages, "
+                            f"{', '.join(own)} load their own weights (pretrained / preset); "
+                            "remove pretrain from stages, "
                             "and for a mixed recipe pretrain the synthetic side with its own recipe and set "
                             "pretrain.weights to its directory")
         return _train(context, weights_dir(recipe, registries))
@@ -187,10 +192,12 @@ def _train(context: StageContext, out: Path) -> dict[str, float]:
 
     venc.requires_grad_(True).train()
     aenc.requires_grad_(True).train()
-    ae = Trainer(AutoencoderObjective(venc, aenc), cfg.autoencoder, seed=recipe.seed, checkpoint_dir=ckpt / "autoencoder",
-                 name="autoencoder", tracking_dir=cell_dir / "tracking", **common)
+    ae = Trainer(AutoencoderObjective(venc, aenc), cfg.autoencoder, seed=recipe.seed,
+                 checkpoint_dir=ckpt / "autoencoder", name="autoencoder", tracking_dir=cell_dir / "tracking", **common)
     device = ae.device
-    train.video, train.audio, val.video, val.audio = (t.to(device) for t in (train.video, train.audio, val.video, val.audio))
+    train.video, train.audio, val.video, val.audio = (
+        t.to(device) for t in (train.video, train.audio, val.video, val.audio)
+    )
     ae_val = ae.fit(lambda idx: (train.video[idx], train.audio[idx]), len(train.video),
                     validate=lambda obj: {k: float(v) for k, v in obj(val.video[:32], val.audio[:32]).items()},
                     resume=resume)
@@ -231,7 +238,9 @@ def _train(context: StageContext, out: Path) -> dict[str, float]:
             state = {k: _stored(v, dtype) for k, v in module.state_dict().items()}
             atomic_write_with(out / WEIGHT_FILES[name], lambda tmp, state=state: save_file(state, str(tmp)))
         key = pretrain_key(recipe, registries)
-        atomic_write_json(out / "pretrain.json", {"key": key, "recipe": recipe.model_dump(mode="json"), "metrics": metrics})
+        atomic_write_json(
+            out / "pretrain.json", {"key": key, "recipe": recipe.model_dump(mode="json"), "metrics": metrics}
+        )
         atomic_write_json(cell_dir / "pretrained.json", {"weights": str(out), "key": key})
         log.info("pretrain: weights written to %s", out)
     return metrics

@@ -29,8 +29,12 @@ class MaskParams(StrictModel):
     hidden: int = Field(64, ge=1)
     init_open: float = Field(1.0, description="initial logit bias: masks start at sigmoid(init_open)")
     partner_stop_grad: bool = Field(False, description="joint only: no gradient into the partner input")
-    partner_noise: float = Field(0.0, ge=0, description="joint only: std of Gaussian noise on the partner input while training")
-    partner_dropout: float = Field(0.0, ge=0, le=1, description="joint only: probability of zeroing the partner input per clip while training")
+    partner_noise: float = Field(
+        0.0, ge=0, description="joint only: std of Gaussian noise on the partner input while training"
+    )
+    partner_dropout: float = Field(
+        0.0, ge=0, le=1, description="joint only: probability of zeroing the partner input per clip while training"
+    )
 
 
 class DiffusionSamplerParams(StrictModel):
@@ -43,8 +47,9 @@ class DiffusionSamplerParams(StrictModel):
     steps: int = Field(25, ge=1, description="denoising steps at sampling time")
     guidance_scale: float = Field(3.0, ge=0, description="classifier-free guidance; 1 = none")
     condition_guidance_scale: float | None = Field(
-        None, ge=0, description="guidance on Stage II's extra condition apart from the text: eps = e(0, 0) + s (e(T, 0) "
-        "- e(0, 0)) + s_c (e(T, c) - e(T, 0)), three backbone passes per step; null: one scale for both (two passes). "
+        None, ge=0, description="guidance on Stage II's extra condition apart from the text: "
+        "eps = e(0, 0) + s (e(T, 0) - e(0, 0)) + s_c (e(T, c) - e(T, 0)), three backbone passes per step; "
+        "null: one scale for both (two passes). "
         "Fine-tune with finetune.condition_dropout > 0 so that e(T, 0) is trained")
     num_train_timesteps: int = Field(1000, ge=10)
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"

@@ -31,7 +31,8 @@ def _own_class(config: dict[str, Any]) -> Any:
     if not extra:
         return None
     if own is None:
-        raise SavaError(f"a backbone's scheduler_config has settings no generic scheduler reads ({', '.join(sorted(extra))}) "
+        raise SavaError("a backbone's scheduler_config has settings no generic scheduler reads "
+                        f"({', '.join(sorted(extra))}) "
                         f"and names no diffusers scheduler class (_class_name {config.get('_class_name')!r})")
     return own
 
@@ -94,8 +95,10 @@ class DiffusersSampler(Sampler):
         s, s_c = self.params.guidance_scale, self.params.condition_guidance_scale
         text_only = None
         if s_c is not None and condition.extra is not None:
-            text_only = Condition(condition.text, condition.text_mask, condition.extra,
-                                  torch.zeros(condition.extra.shape[:2], dtype=torch.bool, device=condition.extra.device))
+            text_only = Condition(
+                condition.text, condition.text_mask, condition.extra,
+                torch.zeros(condition.extra.shape[:2], dtype=torch.bool, device=condition.extra.device),
+            )
         for t in scheduler.timesteps:
             ts = torch.full((batch_size,), int(t), device=device, dtype=torch.long)
             inp = scheduler.scale_model_input(x, t).to(dtype)

@@ -21,7 +21,10 @@ def _check_probs(p: Tensor, name: str) -> Tensor:
         raise ValueError(f"{name} has negative probabilities")
     sums = p.sum(1, keepdim=True)
     if float((sums - 1).abs().max()) > _PROB_SUM_ATOL:
-        raise ValueError(f"rows of {name} must sum to 1 (within {_PROB_SUM_ATOL}), got {float(sums.min()):.6g}..{float(sums.max()):.6g}")
+        raise ValueError(
+            f"rows of {name} must sum to 1 (within {_PROB_SUM_ATOL}), "
+            f"got {float(sums.min()):.6g}..{float(sums.max()):.6g}"
+        )
     return p / sums
 
 

@@ -31,8 +31,8 @@ class Align(Stage):
 
         recipe, cell_dir, registries, resume = context.recipe, context.cell_dir, context.registries, context.resume
         cfg = recipe.align
-        common: dict[str, Any] = dict(cpu=use_cpu(recipe.device), events=EventLog(cell_dir / "log.jsonl"), tracking=recipe.tracking,
-                      tracking_dir=cell_dir / "tracking",
+        common: dict[str, Any] = dict(cpu=use_cpu(recipe.device), events=EventLog(cell_dir / "log.jsonl"),
+                      tracking=recipe.tracking, tracking_dir=cell_dir / "tracking",
                       hparams=recipe.model_dump(mode="json", include={"model", "align", "data", "seed"}))
 
         torch.manual_seed(recipe.seed)
@@ -42,7 +42,8 @@ class Align(Stage):
                           checkpoint_dir=cell_dir / "checkpoints" / "align", name="align", **common)
         device = trainer.device
         splits = {k: LatentSplit(v.video.to(device), v.audio.to(device),
-                                 {f: t.to(device) for f, t in v.factors.items()}, v.captions) for k, v in splits.items()}
+                                 {f: t.to(device) for f, t in v.factors.items()}, v.captions)
+                  for k, v in splits.items()}
         train, val = splits["train"], splits["val"]
         trainer.fit(lambda idx: (train.video[idx], train.audio[idx]), len(train),
                     validate=lambda obj: {k: float(v) for k, v in obj(val.video, val.audio).items()}, resume=resume)

@@ -51,14 +51,17 @@ class Finetune(Stage):
             out, val_out = model(seq["video"], seq["audio"]), model(val_seq["video"], val_seq["audio"])
             by_projector = cfg.condition_source == "projector"
             conditions = {
-                "tv2a": (projector(seq["video"]), projector(val_seq["video"])) if by_projector else (out.hv, val_out.hv),
+                "tv2a": (
+                    (projector(seq["video"]), projector(val_seq["video"])) if by_projector else (out.hv, val_out.hv)
+                ),
                 "ta2v": (out.ha, val_out.ha),
             }
         targets = {direction: DIRECTIONS[direction] for direction in cfg.directions}
         texts = {t: (encode_text(gen.text_encoders[t], train.captions), encode_text(gen.text_encoders[t], val.captions))
                  for t in set(targets.values())}
         for module in gen.modules():
-            module.cpu()  # everything is encoded: leave the accelerator to the backbone being trained (moved by the Trainer)
+            # everything is encoded: leave the accelerator to the backbone being trained (moved by the Trainer)
+            module.cpu()
         metrics: dict[str, float] = {}
         for direction, target in targets.items():
             text, val_text = texts[target]

@@ -93,7 +93,9 @@ class Generate(Stage):
         metrics["seconds_per_clip"] = sum(timings.values()) / len(prompts)
         metrics |= {f"seconds_per_clip_{k}": v / len(prompts) for k, v in timings.items()}
         save_samples(cell_dir / "samples", prompts, video, audio, clip.fps, clip.sample_rate, cfg.save_media)
-        atomic_write_json(cell_dir / "samples" / "prompts.json", [{"index": i, "prompt": p} for i, p in enumerate(prompts)])
+        atomic_write_json(
+            cell_dir / "samples" / "prompts.json", [{"index": i, "prompt": p} for i, p in enumerate(prompts)]
+        )
         if cfg.metrics:
             reference: str | Path | None = cfg.reference
             if reference is None and mode.from_test_videos and test is not None:
@@ -110,6 +112,8 @@ def _evaluate(cell_dir: Path, folder: Path, metrics: list[str], reference: str |
     document goes to ``eval/results.json``."""
     from sava_core.evaluation import evaluate
 
-    result = evaluate(folder, metrics, reference=reference, out=cell_dir / "eval" / "results.json", registries=registries)
+    result = evaluate(
+        folder, metrics, reference=reference, out=cell_dir / "eval" / "results.json", registries=registries
+    )
     return {f"{s['label']}_{key}" if key != s["label"] else key: float(v)
             for s in result.scores for key, v in s["values"].items()}
