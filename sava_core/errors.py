@@ -37,11 +37,13 @@ class RecipeError(SavaError):
 class UnknownComponentError(SavaError):
     """A component name that no loaded plugin registered."""
 
-    def __init__(self, kind: str, name: str, available: list[str], close: list[str]):
+    def __init__(self, kind: str, name: str, available: list[str], close: list[str], failed: list[str] | None = None):
         self.kind, self.name, self.available, self.close = kind, name, available, close
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         listing = ", ".join(available) if available else "(none registered)"
-        super().__init__(f"unknown {kind} {name!r}.{hint} Available: {listing}.")
+        broken = (f" Plug-ins that failed to load may have held it: {'; '.join(failed)} (see `sava plugins`)."
+                  if failed else "")
+        super().__init__(f"unknown {kind} {name!r}.{hint} Available: {listing}.{broken}")
 
 
 class DuplicateComponentError(SavaError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +26,42 @@ from sava_core.io import canonical_hash
 from sava_core.registry import Registries, get_registries
 
 
+class _RecipeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """PyYAML's safe loader (libyaml's parser where installed) that refuses a key repeated in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {first + 1}): keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a recipe file with PyYAML's safe loader; the top level must be a mapping."""
+    """Read a UTF-8 recipe file with a safe loader (libyaml's where installed); the top level must
+    be a mapping, keys unique within a mapping."""
     path = Path(path)
     if not path.is_file():
         raise SavaError(
             f"recipe file not found: {path}. List shipped recipes with `ls recipes/` or copy one with `sava cp`."
         )
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SavaError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); "
+                        "save the recipe as UTF-8") from None
+    try:
+        data = yaml.load(text, Loader=_RecipeLoader)
+    except RecursionError:
+        raise SavaError(f"{path}: nested too deeply to be a recipe") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -95,6 +123,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], where: str = "ov
         else:
             node[last] = value
     return data
+
+
+MAX_DEPTH = 32
+"""Deepest nesting a recipe may have (the schema needs 6)."""
+
+
+def _shape_problems(data: Any, path: str = "", depth: int = 0) -> list[Problem]:
+    """Non-finite numbers and nesting deeper than :data:`MAX_DEPTH`, each with its dotted path."""
+    if depth > MAX_DEPTH:
+        return [Problem(path or "(top)", f"nested more than {MAX_DEPTH} levels deep")]
+    if isinstance(data, float) and not math.isfinite(data):
+        return [Problem(path, f"{data} is not a finite number")]
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    return [p for k, v in items for p in _shape_problems(v, f"{path}.{k}" if path else str(k), depth + 1)]
 
 
 def _list_index(node: list[Any], part: str, key: str, where: str) -> int:
@@ -302,6 +344,9 @@ def plan_data(data: dict[str, Any], overrides: list[str] | None = None, registri
     """:func:`plan` for a recipe already read into a mapping."""
     path = source
     data = apply_preset(apply_overrides(with_defaults(data), overrides or []), overrides or [], source)
+    shape = _shape_problems(data)
+    if shape:
+        raise RecipeError(shape, source=str(path))
     registries = registries or get_registries()
     base, problems = check(data, registries)
     if base is None:

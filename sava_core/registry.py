@@ -123,9 +123,10 @@ class ComponentEntry:
 class Registry:
     """The components of one kind, by short name."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, plugins: list[PluginInfo] | None = None):
         self.kind = kind
         self._entries: dict[str, ComponentEntry] = {}
+        self._plugins = plugins if plugins is not None else []  # the report of the registries it belongs to
 
     def add(self, entry: ComponentEntry) -> None:
         if entry.name in self._entries:
@@ -142,7 +143,9 @@ class Registry:
         except KeyError:
             names = self.names()
             close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-            raise UnknownComponentError(self.kind, name, names, close) from None
+            failed = [f"{p.name} ({p.distribution} {p.version}: {p.reason})"
+                      for p in self._plugins if p.status == "failed"]
+            raise UnknownComponentError(self.kind, name, names, close, failed) from None
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -204,9 +207,12 @@ def _hook_manager() -> pluggy.PluginManager:
 class Registries:
     """All registries, the report of which plug-ins loaded, and the hooks of the loaded plug-ins."""
 
-    kinds: dict[str, Registry] = field(default_factory=lambda: {k: Registry(k) for k in KINDS})
     plugins: list[PluginInfo] = field(default_factory=list)
+    kinds: dict[str, Registry] = field(default_factory=dict)
     hooks: pluggy.PluginManager = field(default_factory=_hook_manager)
+
+    def __post_init__(self) -> None:
+        self.kinds = self.kinds or {k: Registry(k, self.plugins) for k in KINDS}
 
     def component_weights(self, request: WeightsRequest) -> str | None:
         """The weights file a plug-in supplies for ``request.slot`` (``sava_component_weights``), or None."""

@@ -166,10 +166,12 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] 
     infos = registries().plugins
     if as_json:
         typer.echo(json.dumps([vars(p) for p in infos], indent=2))
-        return
-    for p in infos:
-        extra = f"{p.components} component(s)" if p.status == "loaded" else p.reason
-        typer.echo(f"{p.status:8} {p.name:16} {p.distribution} {p.version}  {extra}")
+    else:
+        for p in infos:
+            extra = f"{p.components} component(s)" if p.status == "loaded" else p.reason
+            typer.echo(f"{p.status:8} {p.name:16} {p.distribution} {p.version}  {extra}")
+    if registries().failures():
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -208,7 +210,9 @@ def main() -> None:
         sys.exit(130)
     except SavaError as exc:
         if _state["debug"]:
-            raise
+            import traceback
+
+            traceback.print_exc()
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
 
