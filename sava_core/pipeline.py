@@ -29,6 +29,7 @@ from sava_core.encoding import TextBatch, encode_grids, encode_text, load_media,
 from sava_core.errors import SavaError
 from sava_core.generators import Generators, build_generators, plugin_weights
 from sava_core.metrics import frechet_distance, gaussian_stats
+from sava_core.recipe import check
 from sava_core.registry import Registries
 from sava_core.stage import GenerationMode
 
@@ -264,8 +265,6 @@ class CascadeSampling:
 
 def find_cell(run_dir: Path, registries: Registries, variant: str | None, seed: int | None) -> tuple[Path, Recipe]:
     """The cell directory and recipe of ``variant`` / ``seed`` in a finished run directory."""
-    from sava_core.recipe import check
-
     cells = sorted(p.parent for p in (run_dir / "runs").glob("*/seed-*/metrics.json"))
     if not cells:
         raise SavaError(f"{run_dir} holds no finished run cell (runs/<variant>/seed-<n>/metrics.json); "
