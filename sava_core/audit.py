@@ -14,7 +14,9 @@ tokens; a token is one clip at one time step. Metrics (``_v``: from the masked v
   unexplained) with the true partner and with another clip's partner fed to the masks;
 * ``density``: fraction of mask entries above the threshold; ``support_jaccard``: mean Jaccard
   overlap of each token's support with the majority support (1 = the same dimensions everywhere);
-* ``proj_r2``: how well P_theta predicts the masked video latent from the video latent alone.
+* ``proj_r2``: how well P_theta predicts the masked video latent from the video latent alone;
+* the mask's own figures (:meth:`sava_core.contracts.Mask.audit_values`), e.g. the L0 mask's
+  ``l0_expected``, ``closed_exact`` and ``open_exact``, with ``_v`` / ``_a`` sides and their mean.
 """
 
 from __future__ import annotations
@@ -106,5 +108,8 @@ def audit(model: AlignModel, projector: nn.Module, train: LatentSplit, test: Lat
     m["density"] = 0.5 * float((te.mv > threshold).double().mean() + (te.ma > threshold).double().mean())
     m["mask_mean"] = 0.5 * float(te.mv.double().mean() + te.ma.double().mean())
     m["support_jaccard"] = 0.5 * (support_jaccard(te.mv, threshold) + support_jaccard(te.ma, threshold))
+    own_v, own_a = model.m_v.audit_values(te.zv, te.za), model.m_a.audit_values(te.za, te.zv)
+    for name in own_v.keys() & own_a.keys():
+        m[f"{name}_v"], m[f"{name}_a"], m[name] = own_v[name], own_a[name], 0.5 * (own_v[name] + own_a[name])
     m["proj_r2"] = 1.0 - unexplained(projector(test.video), te.hv)
     return {k: round(v, 6) for k, v in m.items() if v is not None}

@@ -15,6 +15,9 @@ def sava_register(registry: Registration) -> None:
                       summary="q_V / q_A: per-step MLP, encoder latent -> aligned latent of width d")
     registry.register("mask", "mlp", f"{_STAGE1}:MLPMask", params=f"{_PARAMS}:MaskParams",
                       summary="M_V / M_A: sigmoid MLP; mode none | video_only | joint, soft or hard")
+    registry.register("mask", "hard_concrete", f"{_STAGE1}:HardConcreteMask",
+                      params=f"{_PARAMS}:HardConcreteMaskParams",
+                      summary="M_V / M_A: L0 mask, stretched hard-concrete gates with the expected-L0 penalty")
     registry.register("decoder", "mlp", f"{_STAGE1}:MLPDecoder", params=f"{_PARAMS}:MLPParams",
                       summary="g_A / g_V: per-step MLP, masked latent -> partner's encoder latent")
     registry.register("projector", "mlp", f"{_STAGE1}:MLPProjector", params=f"{_PARAMS}:MLPParams",

@@ -12,12 +12,17 @@ audio is float in [-1, 1], (B, C, S) at the component's ``sample_rate`` (Hz).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import torch
 from pydantic import BaseModel
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from sava_core.clips import MediaItem
+    from sava_core.protocol import ReferenceStats
 
 
 class Component:
@@ -133,8 +138,14 @@ class Mask(nn.Module, Component, ABC):
       shuffled-partner control is meaningful only then;
     * ``hard``: the forward pass gives exactly 0 or 1;
     * ``threshold``: entries above it count as open in the audit's ``density``;
-    * ``train()`` / ``eval()``: training-only behaviour (noise, dropout on the partner) must be off
-      in eval mode, which is how the audit, P_theta's targets and Stage II call it.
+    * ``train()`` / ``eval()``: training-only behaviour (noise, dropout on the partner, sampled
+      gates) must be off in eval mode, which is how the audit, P_theta's targets and Stage II call
+      it: an eval-mode mask is a deterministic function of its inputs;
+    * :meth:`regulariser`: the sparsity penalty Eq. 7 adds, times ``lam``, for each mask.
+
+    The audit (:mod:`sava_core.audit`) reports ``density`` (the fraction of entries above
+    ``threshold``), ``mask_mean`` (the mean weight) and ``support_jaccard`` from eval-mode weights,
+    and the mask's own figures from :meth:`audit_values`.
 
     Runtime argument: ``dim`` (d).
     """
@@ -146,6 +157,19 @@ class Mask(nn.Module, Component, ABC):
 
     @abstractmethod
     def forward(self, own: Tensor, partner: Tensor) -> Tensor: ...
+
+    def regulariser(self, own: Tensor, partner: Tensor, weights: Tensor) -> Tensor:
+        """Eq. 7's sparsity term of one call: a scalar >= 0 (Stage I adds ``lam`` times it, for M_V
+        and M_A). ``own``, ``partner`` are the inputs of the forward call that returned ``weights``
+        (B, T, d); a mask whose penalty is not a function of its weights (an L0 mask's expected
+        number of open gates) recomputes what it needs from them. Default: the density, the L1
+        norm of ``weights`` divided by d, mean over tokens (in [0, 1])."""
+        return weights.abs().mean()
+
+    def audit_values(self, own: Tensor, partner: Tensor) -> dict[str, float]:
+        """Figures of this mask for the audit (eval mode, one split's latents (N, T, d) each), by
+        name, e.g. an L0 mask's expected fraction of open gates; default: none."""
+        return {}
 
 
 class Decoder(nn.Module, Component, ABC):
@@ -287,13 +311,51 @@ class Score:
     protocol: dict[str, Any] = field(default_factory=dict)
 
 
-class Metric(Component, ABC):
-    """Generated (+ reference) media or features -> :class:`Score`.
+MetricInput = Literal["video", "audio", "caption"]
 
-    Runtime argument: ``registries`` (to build the feature extractors the metric names)."""
+
+class Metric(Component, ABC):
+    """Generated clips (+ a reference set) -> :class:`Score`.
+
+    ``generated`` (and the reference clips) is a sequence of :class:`sava_core.clips.MediaItem`
+    decoded one at a time on access (``sava eval``'s folder or manifest): each item has ``id``,
+    ``video`` (F, 3, H, W) in [0, 1] at ``fps``, ``audio`` (C, S) in [-1, 1] at ``sample_rate`` Hz
+    (``None`` where the file has none) and ``caption``. Iterate it (once per pass) rather than
+    holding every clip.
+
+    What the evaluation driver (:func:`sava_core.evaluation.evaluate`) reads, besides calling
+    :meth:`compute` (class attributes, or instance attributes set in ``__init__`` when they depend on
+    the parameters):
+
+    * ``needs``: what every generated clip must have (a clip without it is an error naming the
+      clip, before the metric sees it);
+    * ``needs_reference``: the metric compares with a reference set; the driver then reduces the
+      reference clips with :meth:`reference_stats` once (or loads statistics saved earlier) and
+      passes the :class:`~sava_core.protocol.ReferenceStats` to :meth:`compute`; without it
+      ``compute`` gets ``reference=None``;
+    * ``paired``: generated clips are compared with the reference clip of the same id (e.g. KL);
+      the driver checks that the reference statistics' ``ids`` hold every generated id.
+
+    :meth:`compute` returns a :class:`Score`: ``values`` (name -> finite float) and the
+    ``protocol`` (JSON-serialisable) that makes the numbers comparable; two scores are comparable
+    when their protocols agree on everything but the per-set counts (``n_generated``,
+    ``n_reference``, ...; :data:`sava_core.protocol.PER_SET_KEYS`).
+
+    Runtime argument: ``registries`` (to build the feature extractors the metric names).
+    """
+
+    needs: frozenset[MetricInput] = frozenset()
+    needs_reference: bool = False
+    paired: bool = False
+
+    def reference_stats(self, clips: Sequence[MediaItem]) -> ReferenceStats:
+        """What this metric keeps of the reference clips (their protocol and N, and e.g. a Gaussian,
+        per-clip rows (N, D) or logits with ids); called once per evaluation when
+        ``needs_reference``. The driver can save it (``--save-stats``) and reuse it."""
+        raise NotImplementedError(f"{type(self).__name__} does not compare with a reference set")
 
     @abstractmethod
-    def compute(self, generated: Any, reference: Any | None = None) -> Score: ...
+    def compute(self, generated: Sequence[MediaItem], reference: ReferenceStats | None = None) -> Score: ...
 
 
 @dataclass

@@ -7,15 +7,18 @@ column silently.
 
 from __future__ import annotations
 
+import json
+import math
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from sava_core.clips import ClipSet
+from sava_core.clips import ClipSet, MediaItem
+from sava_core.contracts import MetricInput, Score
 from sava_core.errors import SavaError
 from sava_core.io import atomic_write_json
 from sava_core.protocol import (
@@ -133,6 +136,8 @@ def evaluate(
             metric = registry.build(req.name, req.params, registries=registries)
         except ValidationError as err:
             raise SavaError(f"--metric {req.label}: bad parameters for metric {req.name!r}:\n{err}") from None
+        origin = registry.get(req.name).origin
+        where = f"metric {req.label!r} ({req.name} from plug-in {origin.plugin or '?'})"
         ref: ReferenceStats | None = None
         if metric.needs_reference:
             if ref_stats is not None:
@@ -144,10 +149,13 @@ def evaluate(
                     )
                 ref = ref_stats[req.label]
             elif ref_clips is not None:
-                ref = computed[req.label] = metric.reference_stats(ref_clips)
+                ref = computed[req.label] = metric.reference_stats(NeededClips(ref_clips, metric.needs, where))
             else:
                 raise SavaError(f"metric {req.label!r} compares with a reference: give --reference DIR|STATS")
-        score = metric.compute(gen, ref)
+            if metric.paired:
+                _check_pairs(where, gen.ids, ref)
+        score = metric.compute(NeededClips(gen, metric.needs, where), ref)
+        _check_score(where, score)
         scores.append({
             "label": req.label, "metric": req.name, "params": metric.params.model_dump(mode="json"),
             "values": score.values, "protocol": score.protocol, "protocol_id": protocol_id(score.protocol),
@@ -164,6 +172,58 @@ def evaluate(
     if out is not None:
         atomic_write_json(out, document)
     return EvalResult(scores, _rows(scores), document)
+
+
+class NeededClips(Sequence[MediaItem]):
+    """``clips`` as a metric sees them: each item checked, on access, for what the metric ``needs``."""
+
+    def __init__(self, clips: ClipSet, needs: frozenset[MetricInput], where: str):
+        self.clips, self.needs, self.where = clips, needs, where
+        self.source = clips.source
+
+    @property
+    def ids(self) -> list[str]:
+        return self.clips.ids
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> MediaItem:  # type: ignore[override]
+        item = self.clips[index]
+        missing = [n for n in sorted(self.needs) if getattr(item, n) in (None, "")]
+        if missing:
+            raise SavaError(f"{self.where} needs {' and '.join(missing)}; clip {item.id!r} ({item.source}) has none"
+                            + ("; add a <stem>.txt caption or a caption column" if "caption" in missing else ""))
+        return item
+
+    def __iter__(self) -> Iterator[MediaItem]:
+        return (self[i] for i in range(len(self)))
+
+
+def _check_pairs(where: str, generated_ids: list[str], reference: ReferenceStats) -> None:
+    """A paired metric's reference must hold a clip for every generated id."""
+    if reference.ids is None:
+        raise SavaError(f"{where} pairs clips by id, and the reference statistics ({reference.source}) keep no ids")
+    known = set(reference.ids)
+    missing = [i for i in generated_ids if i not in known]
+    if missing:
+        raise SavaError(f"{where} pairs clips by id, and the reference lacks {len(missing)} generated id(s): "
+                        f"{', '.join(missing[:5])}")
+
+
+def _check_score(where: str, score: Any) -> None:
+    """A metric returns a :class:`Score` of finite floats with a JSON-serialisable protocol."""
+    if not isinstance(score, Score):
+        raise SavaError(f"{where}: compute() returned {type(score).__name__}, not a sava_core.contracts.Score")
+    bad = [k for k, v in score.values.items()
+           if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)]
+    if bad or not score.values:
+        raise SavaError(f"{where}: the score's values must be finite numbers; got "
+                        f"{ {k: score.values[k] for k in bad} if bad else 'none'}")
+    try:
+        json.dumps(score.protocol)
+    except (TypeError, ValueError) as err:
+        raise SavaError(f"{where}: the score's protocol is not JSON-serialisable: {err}") from None
 
 
 def combine_results(

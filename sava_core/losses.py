@@ -12,10 +12,11 @@ For latent sequences of B clips and T steps ("tokens" = B*T):
   scores about D_target (the target width) and a perfect one 0.
 * alignment L_align: ``|| z_v/|z_v| - z_a/|z_a| ||^2`` per token (in [0, 4]), averaged over tokens:
   the normalised L2 between the **unmasked** aligned latents.
-* sparsity: the L1 norm of each mask **divided by its width d** (its density, in [0, 1]), averaged
-  over tokens, for M_V and M_A.
+* sparsity: each mask's :meth:`~sava_core.contracts.Mask.regulariser`, by default the L1 norm of
+  the mask **divided by its width d** (its density, in [0, 1]), averaged over tokens, for M_V and
+  M_A (an L0 mask uses its expected fraction of open gates instead, on the same [0, 1] scale).
 
-So ``total = l_A + l_V + alpha * L_align + lam * (density(M_V) + density(M_A))``: with the paper's
+So, by default, ``total = l_A + l_V + alpha * L_align + lam * (density(M_V) + density(M_A))``: with the paper's
 lam = 5, keeping a whole mask open costs 5 squared-error units, i.e. each of d dimensions costs
 5/d units and survives only if it lowers the summed reconstruction error of its partner by more.
 That makes lam = 5 and alpha = 0.1 meaningful defaults whatever d and the target width are.
@@ -23,13 +24,16 @@ That makes lam = 5 and alpha = 0.1 meaningful defaults whatever d and the target
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from sava_core.contracts import Condition
 from sava_core.errors import SavaError
+
+if TYPE_CHECKING:
+    from sava_core.alignment import AlignModel
 
 
 def reconstruction_loss(prediction: Tensor, target: Tensor) -> Tensor:
@@ -61,9 +65,13 @@ def stage1_loss(
     ma: Tensor | None,
     alpha: float,
     lam: float,
+    sparsity: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Eq. 7. ``xa_hat = g_A(M_V * z_v)``, ``xv_hat = g_V(M_A * z_a)``; masks None for the ``none``
-    variant (no sparsity term). Returns every term and ``loss``, the total."""
+    variant (no sparsity term). ``sparsity``: the sum of the two masks' regularisers (default: the
+    sum of their densities). Returns every term (``density``: the masks' mean density, logged
+    whatever the regulariser; ``sparsity``: half the regularisers' sum, when one is given) and
+    ``loss``, the total."""
     terms = {
         "rec_a": reconstruction_loss(xa_hat, xa),
         "rec_v": reconstruction_loss(xv_hat, xv),
@@ -71,8 +79,12 @@ def stage1_loss(
     }
     loss = terms["rec_a"] + terms["rec_v"] + alpha * terms["align"]
     if mv is not None and ma is not None:
-        sparsity = mask_density(mv) + mask_density(ma)
-        terms["density"] = 0.5 * sparsity
+        density = mask_density(mv) + mask_density(ma)
+        terms["density"] = 0.5 * density.detach()
+        if sparsity is None:
+            sparsity = density
+        else:
+            terms["sparsity"] = 0.5 * sparsity.detach()
         loss = loss + lam * sparsity
     terms["loss"] = loss
     return terms
@@ -81,15 +93,19 @@ def stage1_loss(
 class AlignObjective(nn.Module):
     """Eq. 7 of a Stage I model (:class:`sava_core.alignment.AlignModel`): forward(xv, xa) -> terms."""
 
-    def __init__(self, model: nn.Module, alpha: float, lam: float):
+    def __init__(self, model: AlignModel, alpha: float, lam: float):
         super().__init__()
         self.model, self.alpha, self.lam = model, alpha, lam
 
     def forward(self, xv: Tensor, xa: Tensor) -> dict[str, Tensor]:
         out = self.model(xv, xa)
-        masks = (out.mv, out.ma) if self.model.masked else (None, None)
+        if not self.model.masked:
+            return stage1_loss(xv=xv, xa=xa, xv_hat=out.xv_hat, xa_hat=out.xa_hat, zv=out.zv, za=out.za,
+                               mv=None, ma=None, alpha=self.alpha, lam=self.lam)
+        m_v, m_a = self.model.m_v, self.model.m_a
+        sparsity = m_v.regulariser(out.zv, out.za, out.mv) + m_a.regulariser(out.za, out.zv, out.ma)
         return stage1_loss(xv=xv, xa=xa, xv_hat=out.xv_hat, xa_hat=out.xa_hat, zv=out.zv, za=out.za,
-                           mv=masks[0], ma=masks[1], alpha=self.alpha, lam=self.lam)
+                           mv=out.mv, ma=out.ma, alpha=self.alpha, lam=self.lam, sparsity=sparsity)
 
 
 class ProjectorObjective(nn.Module):

@@ -69,3 +69,33 @@ class TestExamplePluginAdapter(ComponentTests):
 
     def inputs(self):
         return (torch.randn(2, 3, 6),)
+
+
+class TestHardConcreteMask(ComponentTests):
+    kind, name = "mask", "hard_concrete"
+    params = {"mode": "joint", "hidden": 8}
+    runtime = {"dim": 5}
+    expected_shape = (2, 3, 5)
+
+    def inputs(self):
+        return torch.randn(2, 3, 5), torch.randn(2, 3, 5)
+
+
+def _tones(levels: list[float]) -> list:
+    from sava_core.clips import MediaItem
+
+    t = torch.arange(1600) / 16000
+    return [MediaItem(f"c{i}", audio=a * torch.sin(2 * torch.pi * 440 * t)[None], sample_rate=16000)
+            for i, a in enumerate(levels)]
+
+
+class TestExamplePluginMetric(ComponentTests):
+    kind, name = "metric", "loudness_gap"
+    params = {"floor_db": -90.0}
+
+    @pytest.fixture(autouse=True)
+    def _plugin(self, with_example_plugin):
+        yield
+
+    def inputs(self):
+        return _tones([0.5, 0.25]), _tones([0.1, 0.1, 0.1])

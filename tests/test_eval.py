@@ -11,6 +11,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from conftest import EXAMPLE_PLUGIN, run_cli
 from sava_cli.eval_cmd import eval_command
 from sava_core.clips import ClipSet
 from sava_core.errors import SavaError
@@ -151,8 +152,42 @@ def test_manifest_and_audio_only_clips(sets, tmp_path):
     assert clips.ids == IDS and clips[0].video is None and clips[0].caption == "noise"
     result = evaluate(manifest, [FAD, "kl extractor_params.preset=tiny"], reference=sets / "dark")
     assert {s["label"] for s in result.scores} == {"fad", "kl"}
-    with pytest.raises(SavaError, match="has no video"):
+    with pytest.raises(SavaError, match=r"metric 'fvd' \(fvd from plug-in metrics\) needs video; clip 'clip0'"):
         evaluate(manifest, [FVD], reference=sets / "dark")
+
+
+def test_what_a_metric_needs_is_checked_clip_by_clip(tmp_path):
+    """A metric declares what it reads; a clip without it is named before the metric runs."""
+    for i in range(2):
+        write_wav(tmp_path / "wavs" / f"w{i}.wav", _clip(i, True)[1], RATE)
+    (tmp_path / "wavs" / "w0.txt").write_text("noise")
+    with pytest.raises(SavaError, match=r"needs caption; clip 'w1' \(.*w1.wav\) has none; add a <stem>.txt caption"):
+        evaluate(tmp_path / "wavs", ["clap_score extractor_params.preset=tiny"])
+
+
+def test_a_third_party_metric_runs_in_sava_eval(with_example_plugin, example_site, sets, tmp_path):
+    """The example plug-in's `loudness_gap` (written to the Metric contract alone) through the CLI,
+    with reference statistics saved and reused."""
+    out, stats = tmp_path / "scores.json", tmp_path / "stats"
+    result = run_cli("eval", str(sets / "dark"), "--reference", str(sets / "bright"), "--metric", "loudness_gap",
+                     "--save-stats", str(stats), "--out", str(out), extra_path=[EXAMPLE_PLUGIN, example_site])
+    assert result.returncode == 0, result.stderr
+    score = _scores(out)["loudness_gap"]
+    # dark: 0.5-amplitude tones, -9.0 dB FS; bright: uniform noise of +-0.3, -15.2 dB FS (AAC moves both a little)
+    assert score["values"]["loudness_db"] == pytest.approx(-9.03, abs=0.5)
+    assert score["values"]["loudness_gap"] == pytest.approx(6.2, abs=0.7)
+    again = evaluate(sets / "dark", ["loudness_gap"], reference=stats)
+    assert again.scores[0]["values"] == score["values"]
+    with pytest.raises(ProtocolMismatchError, match="floor_db"):
+        evaluate(sets / "dark", ["loudness_gap floor_db=-60"], reference=stats)
+
+
+def test_a_metric_that_breaks_its_contract_is_named(with_example_plugin, sets, monkeypatch):
+    from sava_example_plugin.metric import LoudnessGap
+
+    monkeypatch.setattr(LoudnessGap, "compute", lambda self, generated, reference=None: {"gap": 1.0})
+    with pytest.raises(SavaError, match=r"loudness_gap from plug-in example\): compute\(\) returned dict"):
+        evaluate(sets / "dark", ["loudness_gap"], reference=sets / "bright")
 
 
 def test_user_mistakes_are_clear(sets, tmp_path):

@@ -76,6 +76,59 @@ def test_eq7_terms_on_a_hand_computed_case():
     assert float(no_mask["loss"]) == pytest.approx(9.2)
 
 
+def test_the_default_regulariser_is_the_density_so_eq7_is_unchanged():
+    """A mask that supplies no regulariser gets lam * (density(M_V) + density(M_A)), the paper's term."""
+    from sava_core.alignment import AlignModel
+    from sava_core.config import Recipe
+    from sava_core.losses import AlignObjective
+
+    torch.manual_seed(0)
+    recipe = Recipe.model_validate({"name": "t", "data": {"name": "factor_world"}, "align": {"width": 6}})
+    model = AlignModel(recipe, get_registries(), 5, 7)
+    xv, xa = torch.randn(4, 3, 5), torch.randn(4, 3, 7)
+    terms = AlignObjective(model, alpha=0.1, lam=5.0)(xv, xa)
+    out = model(xv, xa)
+    expected = stage1_loss(xv=xv, xa=xa, xv_hat=out.xv_hat, xa_hat=out.xa_hat, zv=out.zv, za=out.za,
+                           mv=out.mv, ma=out.ma, alpha=0.1, lam=5.0)
+    assert torch.equal(terms["loss"], expected["loss"])  # the same operations in the same order
+    assert torch.equal(terms["sparsity"], terms["density"])
+
+
+def test_the_l0_mask_samples_gates_in_training_and_is_deterministic_in_eval():
+    from sava_core.components.params import HardConcreteMaskParams
+    from sava_core.components.stage1 import HardConcreteMask
+
+    torch.manual_seed(0)
+    mask = HardConcreteMask(HardConcreteMaskParams(mode="video_only", init_open=0.0), dim=16)
+    own, partner = torch.randn(8, 4, 16), torch.randn(8, 4, 16)
+    train = mask.train()(own, partner)
+    assert not torch.equal(train, mask(own, partner))  # sampled
+    assert (train == 0).any() and (train == 1).any() and ((train > 0) & (train < 1)).any()
+    mask.eval()
+    assert torch.equal(mask(own, partner), mask(own, partner))
+    log_alpha = mask.log_alpha(own, partner)
+    expected = (torch.sigmoid(log_alpha) * 1.2 - 0.1).clamp(0, 1)
+    torch.testing.assert_close(mask(own, partner), expected, rtol=0, atol=1e-6)  # same formula, float32 rounding
+    # the L0 penalty: P(gate != 0) = sigmoid(log_alpha - beta log(-gamma / zeta)), mean over entries
+    p_open = torch.sigmoid(log_alpha - (2 / 3) * torch.log(torch.tensor(0.1 / 1.1)))
+    torch.testing.assert_close(mask.regulariser(own, partner, mask(own, partner)), p_open.mean())
+    closed = HardConcreteMask(HardConcreteMaskParams(mode="video_only", init_open=-30.0), dim=16).eval()
+    assert closed.audit_values(own, partner)["closed_exact"] == 1.0
+
+
+def test_stage1_trains_an_l0_mask_with_its_own_penalty_and_audits_it(tmp_path):
+    run_plan(plan(QUICKSTART, [*TINY, "variants={l0: []}", "model.mask={name: hard_concrete, params: {mode: joint}}"]),
+             tmp_path / "run")
+    cell = tmp_path / "run" / "runs" / "l0" / "seed-0"
+    metrics = json.loads((cell / "metrics.json").read_text())
+    assert {"l0_expected", "closed_exact", "open_exact", "l0_expected_v", "closed_exact_a"} <= set(metrics)
+    assert 0 <= metrics["l0_expected"] <= 1 and 0 <= metrics["closed_exact"] <= 1
+    steps = [json.loads(line) for line in (cell / "log.jsonl").read_text().splitlines()]
+    align = [e for e in steps if e.get("event") == "step" and e.get("phase") == "align"]
+    assert align and all("sparsity" in e["train"] for e in align)
+    assert any(e["train"]["sparsity"] != e["train"]["density"] for e in align)  # the L0 term, not the density
+
+
 def test_factor_world_is_seeded_and_returns_its_factors():
     def build(**p):
         return get_registries()["dataset"].build("factor_world", {"n_train": 20, "n_val": 10, "n_test": 10, **p})

@@ -16,7 +16,7 @@ import torch
 from pydantic import ValidationError
 
 from sava_core.clips import MediaItem
-from sava_core.contracts import Metric, Score
+from sava_core.contracts import Metric, MetricInput, Score
 from sava_core.errors import SavaError
 from sava_core.metrics import (
     StreamingGaussian,
@@ -48,17 +48,20 @@ FD_IMPLEMENTATION = ("float64; tr sqrt(S1^1/2 S2 S1^1/2) via a Cholesky factor o
                      "singular) and eigvalsh; covariances with N - 1")
 
 
+_NEEDS: dict[str, MetricInput] = {"video": "video", "audio": "audio", "text": "caption"}
+
+
 class ExtractorMetric(Metric):
-    """A metric computed from one extractor's features. ``needs_reference``: compares with a reference set."""
+    """A metric computed from one extractor's features; it needs what its extractor reads."""
 
     Params: ClassVar[type[MetricParams]]
     name: ClassVar[str]
     definition: ClassVar[str]
-    needs_reference: ClassVar[bool] = False
 
     def __init__(self, params: MetricParams, *, registries: Registries):
         self.params, self.registries = params, registries
         self.extractor = self.build_extractor()
+        self.needs = frozenset({_NEEDS[self.extractor.modality]})
 
     def build_extractor(self, **overrides: Any) -> MediaExtractor:
         p = self.params
@@ -74,9 +77,6 @@ class ExtractorMetric(Metric):
     def measurement(self) -> dict[str, Any]:
         """The comparable part of this metric's protocol: what two numbers must share to be compared."""
         return {"metric": self.name, "definition": self.definition, "extractor": self.extractor.protocol()}
-
-    def reference_stats(self, clips: Sequence[MediaItem]) -> ReferenceStats:
-        raise NotImplementedError(f"metric {self.name} does not use a reference set")
 
     def check_reference(self, reference: ReferenceStats | None) -> ReferenceStats:
         if reference is None:
@@ -186,6 +186,7 @@ class KL(ExtractorMetric):
     Params = KLParams
     name = "kl"
     needs_reference = True
+    paired = True
     definition = "mean over clips paired by id of KL(softmax(ref logits) || softmax(gen logits)), nats"
 
     def reference_stats(self, clips: Sequence[MediaItem]) -> ReferenceStats:
@@ -239,6 +240,7 @@ class CosineMetric(ExtractorMetric):
         self.params, self.registries = params, registries
         self.extractor = self.build_extractor(tower=self.towers[0])
         self.partner = self.build_extractor(tower=self.towers[1])
+        self.needs = frozenset({_NEEDS[self.extractor.modality], _NEEDS[self.partner.modality]})
 
     def measurement(self) -> dict[str, Any]:
         return {"metric": self.name, "definition": self.definition, "scale": self.params.scale,

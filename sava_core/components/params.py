@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from sava_core.config import StrictModel
 
@@ -35,6 +35,29 @@ class MaskParams(StrictModel):
     partner_dropout: float = Field(
         0.0, ge=0, le=1, description="joint only: probability of zeroing the partner input per clip while training"
     )
+
+
+class HardConcreteMaskParams(StrictModel):
+    """An L0 mask (Louizos et al., 2018, "Learning Sparse Neural Networks through L0
+    Regularization"): stretched hard-concrete gates whose log-odds an MLP predicts per time step."""
+
+    mode: Literal["video_only", "joint"] = Field(
+        "joint", description="video_only = gates from the own latent; joint = from [own; partner]"
+    )
+    hidden: int = Field(64, ge=1)
+    init_open: float = Field(2.0, description="initial log-odds bias of the gates (2: about 88% open)")
+    temperature: float = Field(2 / 3, gt=0, description="beta of the concrete distribution (the paper's 2/3)")
+    stretch: tuple[float, float] = Field(
+        (-0.1, 1.1), description="(gamma, zeta): the gate is stretched to this interval, then clipped to [0, 1]"
+    )
+    partner_stop_grad: bool = Field(False, description="joint only: no gradient into the partner input")
+
+    @field_validator("stretch")
+    @classmethod
+    def _stretch_contains_unit_interval(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not (value[0] < 0 and value[1] > 1):
+            raise ValueError(f"stretch {list(value)}: gamma must be < 0 and zeta > 1 so gates reach exactly 0 and 1")
+        return value
 
 
 class DiffusionSamplerParams(StrictModel):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from sava_core.components.params import MaskParams, MLPParams
+from sava_core.components.params import HardConcreteMaskParams, MaskParams, MLPParams
 from sava_core.contracts import Adapter, Component, Decoder, Mask, Projector
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
@@ -108,3 +109,63 @@ class MLPMask(Mask):
         soft = self.net(x).sigmoid()
         return straight_through(soft, self.params.threshold) if self.hard else soft
 
+
+
+class HardConcreteMask(Mask):
+    """M as stretched hard-concrete gates, an L0 mask (Louizos et al., 2018): log-odds
+    ``log_alpha = MLP(input)`` per time step, input = own (``video_only``) or [own; partner] (``joint``).
+
+    Training draws u ~ U(0, 1) per entry: ``s = sigmoid((log u - log(1 - u) + log_alpha) / beta)``,
+    stretched to (gamma, zeta) and clipped to [0, 1], so gates are exactly 0 or 1 with positive
+    probability and have a gradient in between. Eval mode uses the deterministic
+    ``clip(sigmoid(log_alpha) (zeta - gamma) + gamma, 0, 1)``. The regulariser is the expected
+    fraction of non-zero gates, ``mean sigmoid(log_alpha - beta log(-gamma / zeta))``, in [0, 1] as
+    the default density is. (own, partner): (B, T, d) each -> (B, T, d) in [0, 1].
+    """
+
+    Params = HardConcreteMaskParams
+    params: HardConcreteMaskParams
+
+    def __init__(self, params: HardConcreteMaskParams, *, dim: int):
+        super().__init__()
+        self.params = params
+        self.uses_partner = params.mode == "joint"
+        self.beta = params.temperature
+        self.gamma, self.zeta = params.stretch
+        in_dim = dim * (2 if self.uses_partner else 1)
+        first, last = nn.Linear(in_dim, params.hidden), nn.Linear(params.hidden, dim)
+        nn.init.constant_(last.bias, params.init_open)
+        self.net = nn.Sequential(first, nn.GELU(), last)
+
+    def log_alpha(self, own: Tensor, partner: Tensor) -> Tensor:
+        """The gates' log-odds (B, T, d)."""
+        if not self.uses_partner:
+            return self.net(own)
+        if self.params.partner_stop_grad:
+            partner = partner.detach()
+        return self.net(torch.cat([own, partner], dim=-1))
+
+    def forward(self, own: Tensor, partner: Tensor) -> Tensor:
+        log_alpha = self.log_alpha(own, partner)
+        if self.training:
+            u = torch.rand_like(log_alpha).clamp(1e-6, 1 - 1e-6)
+            s = torch.sigmoid((u.log() - (-u).log1p() + log_alpha) / self.beta)
+        else:
+            s = torch.sigmoid(log_alpha)
+        return (s * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
+
+    def open_probability(self, own: Tensor, partner: Tensor) -> Tensor:
+        """P(gate != 0) per entry (B, T, d): the L0 norm's expectation, entry by entry."""
+        return torch.sigmoid(self.log_alpha(own, partner) - self.beta * math.log(-self.gamma / self.zeta))
+
+    def regulariser(self, own: Tensor, partner: Tensor, weights: Tensor) -> Tensor:
+        """Expected fraction of open gates (the L0 penalty divided by d, mean over tokens)."""
+        return self.open_probability(own, partner).mean()
+
+    @torch.no_grad()
+    def audit_values(self, own: Tensor, partner: Tensor) -> dict[str, float]:
+        """``l0_expected``: expected fraction of open gates; ``closed_exact``: fraction of eval-mode
+        weights exactly 0; ``open_exact``: exactly 1."""
+        w = self(own, partner)
+        return {"l0_expected": float(self.open_probability(own, partner).double().mean()),
+                "closed_exact": float((w == 0).double().mean()), "open_exact": float((w == 1).double().mean())}
