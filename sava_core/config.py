@@ -6,9 +6,35 @@ Component parameters are validated in pass 2 against each component's own model
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+
+def path_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one component of a path inside a run directory (it becomes a file or
+    folder name: a recipe name, a variant, a sample id), or None when it can."""
+    if not name or name.strip() != name:
+        return "must be non-empty, without leading or trailing spaces"
+    if name in (".", ".."):
+        return f"{name!r} is not a name"
+    bad = sorted({c for c in name if c in "/\\" or ord(c) < 32 or ord(c) == 127})
+    if bad:
+        return f"{name!r} contains {', '.join(repr(c) for c in bad)}: a name becomes one folder or file name"
+    if len(name.encode()) > 200:
+        return f"{name[:20]!r}... is {len(name.encode())} bytes long; keep names under 200 bytes"
+    return None
+
+
+def _check_path_name(value: str) -> str:
+    problem = path_name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+PathName = Annotated[str, AfterValidator(_check_path_name)]
+"""A string that becomes one file or folder name inside the run directory (:func:`path_name_problem`)."""
 
 
 class StrictModel(BaseModel):
@@ -237,7 +263,7 @@ class ReportConfig(StrictModel):
 class Recipe(StrictModel):
     """A whole recipe file."""
 
-    name: str
+    name: PathName = Field(description="names the default run directory (runs/<name>-<time>)")
     description: str = ""
     stages: list[str] = Field(default_factory=lambda: ["align"], min_length=1,
                               description="registered stages (`sava list stage`), in their order")
@@ -249,7 +275,8 @@ class Recipe(StrictModel):
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     seed: int = Field(0, description="the seed of a single run; set per cell from `seeds`")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    variants: dict[str, list[str]] = Field(default_factory=dict, description="name -> key=value overrides")
+    variants: dict[PathName, list[str]] = Field(
+        default_factory=dict, description="name -> key=value overrides; the name is the cell's folder")
     presets: dict[str, list[str]] = Field(
         default_factory=dict,
         description="name -> key=value overrides applied when `preset` names it (e.g. tiny: a CPU smoke run)",

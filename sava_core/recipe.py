@@ -9,6 +9,7 @@ A recipe names registered components only; it cannot import code.
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 import json
 import math
@@ -20,10 +21,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from sava_core.config import ModelSection, Recipe
+from sava_core.config import ModelSection, Recipe, path_name_problem
 from sava_core.errors import Problem, RecipeError, SavaError, UnknownComponentError
 from sava_core.io import canonical_hash
-from sava_core.registry import Registries, get_registries
+from sava_core.registry import Registries, get_registries, target_problem
 
 
 class _RecipeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -204,6 +205,10 @@ def check(
         except UnknownComponentError as exc:
             problems.append(Problem(f"{prefix}{path}.name", str(exc)))
             continue
+        unloadable = target_problem(entry.target)
+        if unloadable:
+            problems.append(Problem(f"{prefix}{path}.name", f"{kind} {entry.name!r} from {entry.origin}: {unloadable}"))
+            continue
         params = ref.get("params") or {}
         if not isinstance(params, dict):
             continue
@@ -272,8 +277,18 @@ def _sweep_points(sweep: dict[str, list[Any]]) -> list[tuple[str, list[str]]]:
         label = ",".join(
             f"{lab}={json.dumps(v) if isinstance(v, (dict, list)) else v}" for lab, v in zip(labels, values)
         )
-        points.append((label, [f"{k}={json.dumps(v)}" for k, v in zip(keys, values)]))
+        points.append((path_safe_label(label), [f"{k}={json.dumps(v)}" for k, v in zip(keys, values)]))
     return points
+
+
+def path_safe_label(label: str) -> str:
+    """``label`` as one folder name: unchanged when it is one, else with each separator or control
+    character replaced by ``_``, shortened, and a hash of the original appended (so that two
+    values never share a folder)."""
+    if path_name_problem(label) is None:
+        return label
+    cleaned = "".join("_" if c in "/\\" or ord(c) < 32 or ord(c) == 127 else c for c in label).strip()[:80]
+    return f"{cleaned.strip('.') or 'value'}~{hashlib.sha256(label.encode()).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)

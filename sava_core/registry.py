@@ -17,11 +17,15 @@ settings as arguments):
 
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib
+import importlib.util
 import os
+import sys
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -57,15 +61,85 @@ PARAMETERLESS = frozenset({"stage", "generation_mode"})
 
 
 def import_target(target: str) -> Any:
-    """Import ``"package.module:attr"`` and return the attribute."""
+    """Import ``"package.module:attr"`` and return the attribute. A module that cannot be imported
+    (missing, or raising on import) is a :class:`SavaError` naming the target and the cause."""
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise SavaError(f"bad target {target!r}: expected 'package.module:attribute'")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SavaError(f"target {target!r}: cannot import {module_name!r} ({type(exc).__name__}: {exc}); "
+                        "install what it needs, or fix the plug-in's registration") from exc
+    except Exception as exc:  # a module that raises on import: the plug-in's bug, shown as one line
+        raise SavaError(f"target {target!r}: importing {module_name!r} raised {type(exc).__name__}: {exc} "
+                        "(sava --debug ... shows the traceback)") from exc
     try:
         return getattr(module, attr)
     except AttributeError:
         raise SavaError(f"target {target!r}: module {module_name!r} has no attribute {attr!r}") from None
+
+
+def target_problem(target: str) -> str | None:
+    """Why ``"package.module:attr"`` cannot be loaded, found without executing the module (and so
+    without importing torch): the module is not found, or its source defines no ``attr`` at top
+    level. None when it looks loadable (or cannot be told without importing it: a compiled module,
+    a module with ``__getattr__`` or ``import *``). Parent packages are imported, as
+    :func:`importlib.util.find_spec` must."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        return f"bad target {target!r}: expected 'package.module:attribute'"
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError) as exc:
+        return f"target {target!r}: cannot find module {module_name!r} ({exc})"
+    except Exception as exc:  # a parent package that raises on import
+        return f"target {target!r}: importing a parent package of {module_name!r} raised {type(exc).__name__}: {exc}"
+    if spec is None:
+        return f"target {target!r}: no module named {module_name!r} (check the spelling, or install its package)"
+    if module_name in sys.modules:
+        return None if hasattr(sys.modules[module_name], attr) else (
+            f"target {target!r}: module {module_name!r} has no attribute {attr!r}")
+    if not (spec.origin and spec.origin.endswith(".py")):
+        return None
+    try:
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"), spec.origin)
+    except (OSError, SyntaxError, UnicodeDecodeError) as exc:
+        return f"target {target!r}: cannot read {spec.origin}: {exc}"
+    names = _top_level_names(tree)
+    if attr in names or "__getattr__" in names or "*" in names:
+        return None
+    close = difflib.get_close_matches(attr, sorted(n for n in names if not n.startswith("_")), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"target {target!r}: module {module_name!r} ({spec.origin}) defines no {attr!r}{hint}"
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    """Names a module's source binds at top level (also inside top-level if / try blocks)."""
+    names: set[str] = set()
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names.update((a.asname or a.name).split(".")[0] for a in node.names)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for t in targets:
+                    names.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
+            elif isinstance(node, ast.If):
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                visit(node.orelse)
+                visit(node.finalbody)
+                for handler in node.handlers:
+                    visit(handler.body)
+
+    visit(tree.body)
+    return names
 
 
 @dataclass(frozen=True)
@@ -93,7 +167,10 @@ class ComponentEntry:
 
     def load(self) -> type:
         """Import the component class and check it against its kind's contract."""
-        cls = import_target(self.target)
+        try:
+            cls = import_target(self.target)
+        except SavaError as exc:
+            raise SavaError(f"{self.kind} {self.name!r} from {self.origin}: {exc}") from exc.__cause__
         base = import_target(KINDS[self.kind])
         if not (isinstance(cls, type) and issubclass(cls, base)):
             raise SavaError(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from conftest import EXAMPLE_PLUGIN, REPO, TINY, run_cli
+from conftest import EXAMPLE_PLUGIN, REPO, TINY, make_distribution, run_cli
 
 HEAVY = ("torch", "diffusers", "transformers")
 
@@ -107,10 +108,49 @@ def test_cp_copies_a_shipped_recipe(tmp_path):
 
 def test_an_unknown_name_points_at_a_plugin_that_failed_to_load(broken_site, tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("name: r\ndata: {name: factor_world}\nmodel:\n  mask: {name: hard_concrete}\n")
+    recipe.write_text("name: r\ndata: {name: factor_world}\nmodel:\n  mask: {name: l1_gates}\n")
     out = run_cli("validate", str(recipe), extra_path=[broken_site])
     assert out.returncode == 2
-    assert "unknown mask 'hard_concrete'" in out.stderr and "failed to load may have held it: broken" in out.stderr
+    assert "unknown mask 'l1_gates'" in out.stderr and "failed to load may have held it: broken" in out.stderr
+
+
+@pytest.fixture
+def typo_site(tmp_path):
+    """A plug-in with a misspelled lazy target and one whose module imports a package that is missing."""
+    site = tmp_path / "typo_site"
+    site.mkdir()
+    (site / "sava_typo_plugin.py").write_text(
+        "from sava_core.plugin import hookimpl\n\n\n@hookimpl\ndef sava_register(registry):\n"
+        "    p = 'sava_core.components.params:MaskParams'\n"
+        "    registry.register('mask', 'typo_mask', 'sava_core.components.stage1:MLPMsk', params=p)\n"
+        "    registry.register('mask', 'needs_pkg', 'sava_needs_pkg:Mask', params=p)\n"
+    )
+    (site / "sava_needs_pkg.py").write_text(
+        "import surely_not_installed_pkg\nfrom sava_core.components.stage1 import MLPMask as Mask\n")
+    make_distribution(site, "sava-typo-plugin", "1.0", {"typo": "sava_typo_plugin"})
+    return site
+
+
+def test_validate_catches_a_misspelled_lazy_target_without_importing_torch(typo_site, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\ndata: {name: factor_world}\nmodel:\n  mask: {name: typo_mask}\n")
+    out = run_cli("validate", str(recipe), extra_path=[typo_site])
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "model.mask.name" in out.stderr and "defines no 'MLPMsk'; did you mean MLPMask" in out.stderr
+    probe = ("import sys; from sava_core.recipe import load_yaml, check; "
+             f"_, problems = check(load_yaml({str(recipe)!r})); "
+             "print(len(problems), 'torch' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(typo_site), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert done.stdout.split() == ["1", "False"], done.stderr
+
+
+def test_an_import_error_building_a_component_is_one_line_with_exit_2(typo_site, tmp_path):
+    out = run_cli("run", "recipes/align_quickstart.yaml", *TINY, "model.mask.name=needs_pkg",
+                  "--out", str(tmp_path / "run"), extra_path=[typo_site], cwd=REPO)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert ("cannot import 'sava_needs_pkg' (ModuleNotFoundError: No module named 'surely_not_installed_pkg')"
+            in out.stderr)
 
 
 @pytest.mark.parametrize("content, message", [

@@ -133,3 +133,35 @@ def test_a_second_mixed_precision_in_one_process_is_a_clear_error():
             make_accelerator(TrainConfig(mixed_precision="bf16"), cpu=True)
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.parametrize("where, data", [
+    ("name", {**BASE, "name": "../../../x/escaped_name"}),
+    ("name", {**BASE, "name": ".."}),
+    ("variants", {**BASE, "variants": {"../../../../x/ESCAPED_variant": []}}),
+    ("variants", {**BASE, "variants": {"/x/ABS_variant": []}}),
+    ("variants", {**BASE, "variants": {"tab\tin_name": []}}),
+])
+def test_a_name_that_would_leave_the_run_directory_is_refused(tmp_path, where, data):
+    with pytest.raises(RecipeError) as err:
+        plan(write(tmp_path, data))
+    assert err.value.problems[0].path.startswith(where) and "a name" in str(err.value)
+
+
+def test_every_file_a_run_writes_stays_inside_its_run_directory_whatever_the_sweep_values(tmp_path):
+    """Sweep values become folder names; hostile ones are made safe (and kept apart by a hash)."""
+    from conftest import TINY
+    from sava_core.runner import run_plan
+
+    hostile = ["x/../../../../escaped", "/abs/path", "a\\b", "..", "ok"]
+    (tmp_path / "recipe").mkdir()
+    recipe = write(tmp_path / "recipe", {**BASE, "sweep": {"description": hostile}})
+    p = plan(recipe, TINY + ["align.train.steps=2", "align.projector_train.steps=2"])
+    assert len({c.variant for c in p.cells}) == len(hostile)
+    run_plan(p, tmp_path / "out" / "run")
+    outside = [f for f in tmp_path.rglob("*") if f.is_file() and tmp_path / "out" / "run" not in f.parents
+               and tmp_path / "recipe" not in f.parents]
+    assert outside == []
+    cells = sorted(d.name for d in (tmp_path / "out" / "run" / "runs").iterdir())
+    assert "description=ok" in cells and "description=.." in cells
+    assert len(cells) == len(hostile)

@@ -8,7 +8,7 @@ import types
 import pytest
 
 from conftest import REPO, TINY
-from sava_core.errors import DuplicateComponentError, UnknownComponentError
+from sava_core.errors import DuplicateComponentError, SavaError, UnknownComponentError
 from sava_core.plugin import hookimpl
 from sava_core.registry import Origin, Registries, get_registries, load_registries, plugin_settings_from_environment
 
@@ -39,7 +39,8 @@ def test_registration_is_lazy():
     info = registries.add_plugin(_plugin(("adapter", "lazy", "no_such_module_xyz:Thing")), Origin("p", "dist-p", "1.0"))
     assert info.status == "loaded"  # nothing was imported
     assert "no_such_module_xyz" not in sys.modules
-    with pytest.raises(ModuleNotFoundError):
+    with pytest.raises(SavaError, match=r"adapter 'lazy' from plugin 'p' \(dist-p 1.0\): target "
+                                        r"'no_such_module_xyz:Thing': cannot import 'no_such_module_xyz'"):
         registries["adapter"].get("lazy").load()
 
 
