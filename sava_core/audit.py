@@ -12,7 +12,8 @@ tokens; a token is one clip at one time step. Metrics (``_v``: from the masked v
   leakage is ``leak_r2`` well above this floor;
 * ``xrec`` / ``xrec_shuffled``: cross-reconstruction error (fraction of target variance left
   unexplained) with the true partner and with another clip's partner fed to the masks;
-* ``density``: fraction of mask entries above the threshold; ``support_jaccard``: mean Jaccard
+* ``density``: fraction of mask entries above the threshold (``mask_mean``: the mean weight; both
+  also per side, ``_v`` / ``_a``); ``support_jaccard``: mean Jaccard
   overlap of each token's support with the majority support (1 = the same dimensions everywhere);
 * ``proj_r2``: how well P_theta predicts the masked video latent from the video latent alone;
 * the mask's own figures (:meth:`sava_core.contracts.Mask.audit_values`), e.g. the L0 mask's
@@ -105,8 +106,10 @@ def audit(model: AlignModel, projector: nn.Module, train: LatentSplit, test: Lat
     m["xrec"] = 0.5 * (unexplained(te.xa_hat, test.audio) + unexplained(te.xv_hat, test.video))
     m["xrec_shuffled"] = 0.5 * (unexplained(shuffled.xa_hat, test.audio) + unexplained(shuffled.xv_hat, test.video))
     threshold = float(model.m_v.threshold)
-    m["density"] = 0.5 * float((te.mv > threshold).double().mean() + (te.ma > threshold).double().mean())
-    m["mask_mean"] = 0.5 * float(te.mv.double().mean() + te.ma.double().mean())
+    for name, of in (("density", lambda w: (w > threshold).double().mean()),
+                     ("mask_mean", lambda w: w.double().mean())):
+        v, a = float(of(te.mv)), float(of(te.ma))
+        m[f"{name}_v"], m[f"{name}_a"], m[name] = v, a, 0.5 * (v + a)
     m["support_jaccard"] = 0.5 * (support_jaccard(te.mv, threshold) + support_jaccard(te.ma, threshold))
     own_v, own_a = model.m_v.audit_values(te.zv, te.za), model.m_a.audit_values(te.za, te.zv)
     for name in own_v.keys() & own_a.keys():

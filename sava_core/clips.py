@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from sava_core.errors import SavaError
+from sava_core.io import not_regular, require_file
 
 VIDEO_SUFFIXES = (".mp4",)
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -38,8 +39,7 @@ class MediaItem:
 def read_item(path: Path, id: str, caption: str = "") -> MediaItem:
     """Decode one file: an mp4 (video and audio, :func:`sava_core.media_io.read_mp4`) or an audio file."""
     suffix = path.suffix.lower()
-    if not path.is_file():
-        raise SavaError(f"clip {path} not found")
+    require_file(path, "clip")
     if suffix in VIDEO_SUFFIXES:
         from sava_core.media_io import read_mp4
 
@@ -60,7 +60,9 @@ def read_item(path: Path, id: str, caption: str = "") -> MediaItem:
 
 
 @dataclass(frozen=True)
-class _Entry:
+class ClipEntry:
+    """A clip on disk: its id, file and caption."""
+
     id: str
     path: Path
     caption: str
@@ -69,7 +71,7 @@ class _Entry:
 class ClipSet(Sequence[MediaItem]):
     """Clips on disk, decoded on access (one at a time, so a set never has to fit in memory)."""
 
-    def __init__(self, entries: Sequence[_Entry], source: str):
+    def __init__(self, entries: Sequence[ClipEntry], source: str):
         ids = [e.id for e in entries]
         if len(set(ids)) != len(ids):
             dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
@@ -88,17 +90,23 @@ class ClipSet(Sequence[MediaItem]):
             entries = []
             for f in files:
                 txt = f.with_suffix(".txt")
-                entries.append(_Entry(f.stem, f, txt.read_text().strip() if txt.is_file() else ""))
+                caption = require_file(txt, "caption file").read_text().strip() if not_regular(txt) != "missing" else ""
+                entries.append(ClipEntry(f.stem, f, caption))
             return cls(entries, str(path))
-        if path.is_file() and path.suffix.lower() in (".csv", ".jsonl"):
-            return cls(_read_manifest(path), str(path))
-        if path.is_file():
-            raise SavaError(f"{path}: expected a folder of clips or a manifest (.csv or .jsonl)")
-        raise SavaError(f"{path} not found: give a folder of clips or a manifest (.csv or .jsonl)")
+        if not_regular(path) == "missing":
+            raise SavaError(f"{path} not found: give a folder of clips or a manifest (.csv or .jsonl)")
+        if path.suffix.lower() in (".csv", ".jsonl"):
+            return cls(_read_manifest(require_file(path, "clip manifest")), str(path))
+        raise SavaError(f"{path}: expected a folder of clips or a manifest (.csv or .jsonl)")
 
     @property
     def ids(self) -> list[str]:
         return [e.id for e in self._entries]
+
+    @property
+    def entries(self) -> list[ClipEntry]:
+        """Each clip's id, path and caption, without decoding it."""
+        return list(self._entries)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -111,7 +119,7 @@ class ClipSet(Sequence[MediaItem]):
         return (self[i] for i in range(len(self)))
 
 
-def _read_manifest(path: Path) -> list[_Entry]:
+def _read_manifest(path: Path) -> list[ClipEntry]:
     if path.suffix.lower() == ".csv":
         with path.open(newline="") as fh:
             rows = list(csv.DictReader(fh))
@@ -131,5 +139,5 @@ def _read_manifest(path: Path) -> list[_Entry]:
             raise SavaError(f"{path}: row {n} has no 'path' (columns: path, and optionally caption and id)")
         clip = Path(row["path"])
         clip = clip if clip.is_absolute() else path.parent / clip
-        entries.append(_Entry(str(row.get("id") or clip.stem), clip, str(row.get("caption") or "")))
+        entries.append(ClipEntry(str(row.get("id") or clip.stem), clip, str(row.get("caption") or "")))
     return entries

@@ -42,7 +42,7 @@ import torchaudio.functional as AF
 from torch import Tensor
 
 from sava_core.contracts import Clip
-from sava_core.io import atomic_write_text
+from sava_core.io import atomic_write_text, not_regular
 
 log = logging.getLogger("sava")
 
@@ -136,10 +136,13 @@ def write_skipped(run_dir: str | Path, skips: list[Skip]) -> Path:
 
 
 def _check_file(path: str) -> None:
-    if not os.path.exists(path):
+    """Refuse, before opening it, a path that is missing, empty or not a regular file (a device such
+    as /dev/zero, a pipe, a folder; symlinks are followed)."""
+    kind = not_regular(path)
+    if kind == "missing":
         raise MediaError(path, "missing file")
-    if not os.path.isfile(path):
-        raise MediaError(path, "not a regular file")
+    if kind is not None:
+        raise MediaError(path, f"not a regular file ({kind})")
     if os.path.getsize(path) == 0:
         raise MediaError(path, "empty file (0 bytes)")
 

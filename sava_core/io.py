@@ -1,15 +1,19 @@
-"""Atomic file writes: a reader (or a crash) never sees a half-written file."""
+"""Atomic file writes (a reader, or a crash, never sees a half-written file) and the check that a
+user-supplied input is a regular file."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from sava_core.errors import SavaError
 
 
 @contextmanager
@@ -59,3 +63,33 @@ def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
     """Let ``writer(tmp_path)`` produce the file (e.g. ``safetensors.torch.save_file``), then publish it."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+_FILE_TYPES = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"))
+
+
+def not_regular(path: str | Path) -> str | None:
+    """None when ``path`` (symlinks followed) is a regular file; else what it is instead: "missing",
+    "a directory", "a character device" (e.g. /dev/zero), "a block device", "a named pipe", "a socket",
+    or "unreadable (<reason>)". Checked before a file is opened, so a device is never read."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as err:
+        return f"unreadable ({err.strerror or err})"
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _FILE_TYPES if test(mode)), "a special file")
+
+
+def require_file(path: str | Path, what: str = "file") -> Path:
+    """``path`` as a Path if it is a regular file (symlinks followed); else a SavaError naming it and
+    what it is (``what`` names the role, e.g. "manifest")."""
+    kind = not_regular(path)
+    if kind == "missing":
+        raise SavaError(f"{what} {path} not found; give the path of an existing file")
+    if kind is not None:
+        raise SavaError(f"{what} {path} is not a regular file ({kind}); give a file")
+    return Path(path)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from sava_core.config import ModelSection, Recipe, path_name_problem
 from sava_core.errors import Problem, RecipeError, SavaError, UnknownComponentError
-from sava_core.io import canonical_hash
+from sava_core.io import canonical_hash, not_regular
 from sava_core.registry import Registries, get_registries, target_problem
 
 
@@ -50,10 +50,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a UTF-8 recipe file with a safe loader (libyaml's where installed); the top level must
     be a mapping, keys unique within a mapping."""
     path = Path(path)
-    if not path.is_file():
+    kind = not_regular(path)
+    if kind == "missing":
         raise SavaError(
             f"recipe file not found: {path}. List shipped recipes with `ls recipes/` or copy one with `sava cp`."
         )
+    if kind is not None:
+        raise SavaError(f"recipe {path} is not a regular file ({kind}); give a recipe file")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:

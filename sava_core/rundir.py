@@ -2,31 +2,40 @@
 
 Layout of ``--out DIR``::
 
+    .lock                      held (flock) while a run or ``sava report`` writes DIR; its last holder
     resolved.yaml              the fully resolved recipe (after overrides) and its hash
     environment.json           Python, torch, CUDA, platform and every plug-in's version
     sava.log                   the run's log
     runs/<variant>/seed-<k>/   recipe.yaml, log.jsonl, checkpoints/, model.safetensors, metrics.json
-    results.csv                one row per variant and seed
-    results.md                 mean and spread (sample std over seeds) per variant
+    results.csv                one row per variant and seed (a ``flags`` column when a run collapsed)
+    results.md                 mean and spread (sample std over seeds) per variant, and any flags
     plots/*.png                one plot per metric (per swept key for a sweep)
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
+import fcntl
 import io
 import json
 import math
+import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from sava_core import __version__
+from sava_core.errors import SavaError
 from sava_core.io import atomic_write_json, atomic_write_text, atomic_write_with
 from sava_core.registry import Registries
 
@@ -82,6 +91,107 @@ def cell_dir(out: Path, variant: str, seed: int) -> Path:
     return out / "runs" / variant / f"seed-{seed}"
 
 
+LOCK_FILE = ".lock"
+
+
+def _holder(path: Path) -> str:
+    """Who holds the lock at ``path``, from what it wrote there."""
+    try:
+        info = json.loads(path.read_text())
+        return f"pid {info['pid']} on {info['host']} (since {info['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (it has not written its pid yet)"
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run directory ``out`` (``fcntl.flock`` on ``out/.lock``, which
+    records the holder's pid, host and start time) while a run or ``sava report`` writes it. The
+    operating system releases it when the holding process exits, even when it is killed. Raises a
+    SavaError naming the holder when another process holds it."""
+    path = out / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise SavaError(f"cannot create the lock file {path}: {err.strerror}; make {out} writable") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SavaError(
+                f"{out} is in use by {_holder(path)}: wait for that run to finish or stop it, or use another --out. "
+                f"The lock is released when its process exits, even if killed; only if that process is gone and "
+                f"this persists (a file system without working locks) delete {path}") from None
+        except OSError as err:
+            raise SavaError(f"cannot lock {path}: {err.strerror}; put the run directory on a file system with "
+                            "file locks (flock)") from None
+        since = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since}).encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------------- collapse
+
+#: An R^2 below this is no worse-than-useless fit but a prediction off the target's scale.
+R2_FLOOR = -10.0
+#: Metrics (by base name, without a ``_v`` / ``_a`` side) that are fractions in [0, 1].
+FRACTIONS = frozenset({"density", "mask_mean", "support_jaccard", "l0_expected", "closed_exact", "open_exact"})
+_SLACK = 1e-6  # audit values are rounded to 6 decimals
+
+_CLOSED = ("every mask entry is closed, so the masked latents carry nothing: lower the sparsity weight "
+           "(align.loss.lam) or the learning rate (align.train.lr)")
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A metric value that says a run collapsed or broke: the metric, its value, the problem, what to try."""
+
+    metric: str
+    value: float
+    problem: str
+    hint: str
+
+    def __str__(self) -> str:
+        return f"{self.problem}: {self.metric} {_fmt(self.value)}"
+
+
+def collapse_flags(metrics: Mapping[str, float]) -> list[Flag]:
+    """The values of one run's ``metrics`` that mean it collapsed or broke, in their order. Rules (a
+    metric's base name is its name without a ``_v`` / ``_a`` side suffix):
+
+    * a non-finite value (NaN or infinite);
+    * a fraction (base name in :data:`FRACTIONS`) outside [0, 1];
+    * ``density`` exactly 0 with a ``mask_mean`` of the same side at 0 too (a soft mask whose weights
+      all sit below the threshold but above 0 is shrunk, not closed), or ``closed_exact`` exactly 1
+      (both or one side): every mask entry closed; a side's flag is left out when their mean has it;
+    * an R^2 (a name with an ``r2`` part, e.g. ``proj_r2``, ``shared_r2_v``) above 1 or below
+      :data:`R2_FLOOR`: a prediction off the target's scale, e.g. of a latent a closed mask made
+      (nearly) constant.
+    """
+    flags = []
+    for name, value in metrics.items():
+        base = name[:-2] if name.endswith(("_v", "_a")) else name
+        if not math.isfinite(value):
+            flags.append(Flag(name, value, "non-finite", "the model or its audit produced NaN or infinity: check the "
+                              "losses in log.jsonl; lower the learning rate or set max_grad_norm"))
+        elif base in FRACTIONS and not -_SLACK <= value <= 1 + _SLACK:
+            flags.append(Flag(name, value, "impossible", "a fraction outside [0, 1]: the component that reports it "
+                              "is wrong"))
+        elif (base == "density" and value == 0 and metrics.get(name.replace("density", "mask_mean"), 0) <= _SLACK
+              or base == "closed_exact" and value == 1):
+            flags.append(Flag(name, value, "collapsed", _CLOSED))
+        elif "r2" in name.split("_") and value > 1 + _SLACK:
+            flags.append(Flag(name, value, "impossible", "an R^2 above 1: the metric is computed wrongly"))
+        elif "r2" in name.split("_") and value < R2_FLOOR:
+            flags.append(Flag(name, value, "collapsed", "a prediction far off the target's scale, typically of a "
+                              "masked latent that collapsed to a near-constant: look at density and log.jsonl"))
+    both = {(f.metric, f.problem) for f in flags}  # a side is not repeated when the two sides' mean says it
+    return [f for f in flags if not (f.metric.endswith(("_v", "_a")) and (f.metric[:-2], f.problem) in both)]
+
+
 # ----------------------------------------------------------------------------------- results
 
 
@@ -118,13 +228,16 @@ def summarise(rows: list[dict[str, Any]], columns: list[str]) -> list[dict[str, 
     return out
 
 
-def markdown_table(summary: list[dict[str, Any]], columns: list[str]) -> str:
-    """A Table-3-style Markdown table: ``mean ± std`` per variant and metric."""
-    head = "| variant | n | " + " | ".join(columns) + " |"
-    sep = "|---|---:|" + "---:|" * len(columns)
+def markdown_table(summary: list[dict[str, Any]], columns: list[str], flags: Mapping[str, str] | None = None) -> str:
+    """A Table-3-style Markdown table: ``mean ± std`` per variant and metric; with ``flags`` (variant ->
+    text, see :func:`collapse_flags`), a last ``flags`` column."""
+    head = "| variant | n | " + " | ".join(columns) + " |" + (" flags |" if flags else "")
+    sep = "|---|---:|" + "---:|" * len(columns) + ("---|" if flags else "")
     lines = [head, sep]
     for s in summary:
         cells = [f"{_fmt(s[c][0])} ± {_fmt(s[c][1])}" if not math.isnan(s[c][0]) else "n/a" for c in columns]
+        if flags:
+            cells.append(flags.get(s["variant"], ""))
         lines.append(f"| {s['variant']} | {s['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -138,22 +251,32 @@ def write_results(
     sweep: dict[str, list[Any]] | None = None,
     plot: bool = True,
 ) -> str:
-    """Write results.csv, results.md and plots; return the Markdown table."""
+    """Write results.csv, results.md and plots; return the Markdown table. Runs with
+    :func:`collapse_flags` get a ``flags`` column in both (only when some run has one)."""
     rows, all_columns = results_rows(cells)
     shown = [c for c in (columns or all_columns) if c in all_columns] or all_columns
+    run_flags = {(variant, seed): "; ".join(map(str, collapse_flags(metrics))) for variant, seed, metrics in cells}
+    flagged = any(run_flags.values())
 
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(ID_COLUMNS) + all_columns, extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=list(ID_COLUMNS) + all_columns + (["flags"] if flagged else []),
+                            extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**r, "flags": run_flags[(r["variant"], r["seed"])]} for r in rows)
     atomic_write_text(out / "results.csv", buf.getvalue())
 
     summary = summarise(rows, all_columns)
-    table = markdown_table(summary, shown)
+    by_variant: dict[str, list[str]] = {}
+    for (variant, seed), text in run_flags.items():
+        if text:
+            by_variant.setdefault(variant, []).append(f"seed {seed}: {text}")
+    table = markdown_table(summary, shown, {v: "; ".join(t) for v, t in by_variant.items()} if flagged else None)
     seeds = sorted({r["seed"] for r in rows})
     text = f"# {title}\n\nMean ± sample standard deviation over seeds {seeds}; n = runs per variant.\n\n{table}"
     if set(shown) != set(all_columns):
         text += f"\nAll columns are in results.csv: {', '.join(all_columns)}.\n"
+    if flagged:
+        text += "\nflags: values that mean a run collapsed or broke (what to try: sava.log, docs/recipes.md).\n"
     atomic_write_text(out / "results.md", text)
     atomic_write_json(out / "summary.json", summary)
     if plot and len(summary) > 1:

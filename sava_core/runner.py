@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -16,8 +18,21 @@ from sava_core.errors import SavaError
 from sava_core.io import atomic_write_json, atomic_write_text
 from sava_core.recipe import Cell, Plan
 from sava_core.registry import Registries, get_registries
-from sava_core.rundir import cell_dir, environment, read_metrics, read_resolved_hash, write_resolved, write_results
+from sava_core.rundir import (
+    LOCK_FILE,
+    cell_dir,
+    collapse_flags,
+    environment,
+    read_metrics,
+    read_resolved_hash,
+    run_lock,
+    write_resolved,
+    write_results,
+)
 from sava_core.stage import Stage, StageContext
+
+if TYPE_CHECKING:
+    from accelerate import PartialState
 
 log = logging.getLogger("sava")
 
@@ -61,8 +76,34 @@ def check_out(out: Path, plan: Plan, resume: bool) -> None:
             )
     elif out.exists() and not out.is_dir():
         raise SavaError(f"--out {out} is a file; give a directory")
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise SavaError(f"--out {out} already holds files; pass --resume to continue that run or choose another --out")
+
+
+def _claim(out: Path, plan: Plan, resume: bool, stack: ExitStack, main: bool) -> None:
+    """Check ``out`` (:func:`check_out`) and lock it for the run's lifetime (:func:`run_lock`, held
+    by ``stack``) on the main process; every process raises the main process's SavaError."""
+    from accelerate.utils import broadcast_object_list
+
+    failure: SavaError | None = None
+    if main:
+        try:
+            check_out(out, plan, resume)
+            out.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(run_lock(out))
+        except SavaError as exc:
+            failure = exc
+    message = broadcast_object_list([str(failure) if failure else None])[0]
+    if failure:
+        raise failure
+    if message:
+        raise SavaError(message)
+
+
+def _warn(message: str) -> None:
+    """A warning in sava.log and on stderr."""
+    log.warning("%s", message)
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _file_logger(out: Path) -> logging.Handler:
@@ -82,8 +123,10 @@ def run_plan(
     registries: Registries | None = None,
 ) -> RunResult:
     """Run the cells of ``plan`` (one shard of them if given) under ``out``; skip finished cells on
-    resume; write the results of the cells run here. ``registries``: the components to build from
-    (default: :func:`~sava_core.registry.get_registries`; pass the ones the plan was made with)."""
+    resume; write the results of the cells run here. ``out`` is locked while the run lasts (another
+    run into it fails at once); a stage's metrics that :func:`~sava_core.rundir.collapse_flags` flags
+    are warned about. ``registries``: the components to build from (default:
+    :func:`~sava_core.registry.get_registries`; pass the ones the plan was made with)."""
     from accelerate import PartialState
 
     from sava_core.device import use_cpu
@@ -91,11 +134,17 @@ def run_plan(
     state = PartialState(cpu=use_cpu(plan.cells[0].recipe.device))
     main = state.is_main_process
     registries = registries or get_registries()
-    check_out(out, plan, resume)
-    state.wait_for_everyone()
+    with ExitStack() as stack:
+        _claim(out, plan, resume, stack, main)
+        return _run_cells(plan, out, resume, shard, registries, state)
+
+
+def _run_cells(plan: Plan, out: Path, resume: bool, shard: tuple[int, int] | None, registries: Registries,
+               state: PartialState) -> RunResult:
+    """The body of :func:`run_plan`, once ``out`` is checked and locked."""
+    main = state.is_main_process
     handler = None
     if main:
-        out.mkdir(parents=True, exist_ok=True)
         handler = _file_logger(out)
         write_resolved(out, plan.resolved, plan.hash)
         atomic_write_json(out / "environment.json", environment(registries) | {"processes": state.num_processes})
@@ -125,7 +174,11 @@ def run_plan(
             context = StageContext(cell.recipe, folder, registries, resume)
             for name in cell.recipe.stages:
                 stage: Stage = registries["stage"].build(name)
-                metrics |= stage.run(context)
+                produced = stage.run(context)
+                metrics |= produced
+                if main:
+                    for flag in collapse_flags(produced):
+                        _warn(f"{cell.key}: {flag} after the {name} stage; {flag.hint}")
                 missing = [f for f in stage.produces(cell.recipe) if main and not (folder / f).is_file()]
                 if missing:
                     raise SavaError(f"{cell.key}: the stage {name!r} did not write {', '.join(missing)} (it promises "
@@ -213,5 +266,6 @@ def merge_runs(
     order += [k for k in found if k not in order]
     done = [(v, s, found[(v, s)][1]) for v, s in order if (v, s) in found]
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "merged_from.json", {"runs": [str(d) for d in dirs], "recipe_hash": plan.hash})
-    return RunResult(out, write_report(out, plan, done), done)
+    with run_lock(out):
+        atomic_write_json(out / "merged_from.json", {"runs": [str(d) for d in dirs], "recipe_hash": plan.hash})
+        return RunResult(out, write_report(out, plan, done), done)

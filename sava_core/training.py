@@ -5,6 +5,11 @@ precision and gradient accumulation. Seeded batches, periodic validation, checkp
 Accelerate's state saving published atomically, exact resume, experiment tracking, and a clear stop
 on a non-finite loss (the last good checkpoint is kept).
 
+Checkpoints: ``<checkpoint_dir>/step-<N>/`` holds Accelerate's state and, written last (before the
+directory is renamed into place), ``trainer.json`` with the step; a checkpoint is complete when its
+``trainer.json`` names step N. ``latest`` names the newest complete one, but resume does not rely on
+it: a kill between the rename and the pointer update leaves a complete checkpoint it does not name.
+
 Reproducibility: the global batch of step k and the torch RNG used inside step k (dropout, noise)
 are functions of (seed, k, micro-step, process) only, so a run resumed from a checkpoint at step k
 continues exactly as the uninterrupted run would on the same hardware. Under n processes each one
@@ -28,7 +33,7 @@ from torch import Tensor, nn
 
 from sava_core.config import TrackingConfig, TrainConfig
 from sava_core.errors import SavaError, TrainingDiverged
-from sava_core.io import atomic_write_text
+from sava_core.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("sava")
 
@@ -156,6 +161,7 @@ class Trainer:
         self.model, self.optimizer, self.lr_scheduler = self.accelerator.prepare(
             objective, optimizer, learning_rate_schedule(optimizer, config, self.accelerator.num_processes))
         self.step = 0
+        self.last_val: dict[str, float] = {}
         self.tracking = tracking is not None and tracking.backend != "none"
         if self.tracking:
             self.accelerator.init_trackers(name, config=_flat_scalars(hparams or {}))
@@ -215,15 +221,20 @@ class Trainer:
         validate: Callable[[nn.Module], dict[str, float]] | None = None,
         resume: bool = False,
     ) -> dict[str, float]:
-        """Train for ``config.steps`` steps over ``n_train`` examples; returns the last validation.
+        """Train for ``config.steps`` steps over ``n_train`` examples; returns the last validation (on a
+        resume after the last step: the one its checkpoint recorded).
 
         ``validate(objective)`` gets the unwrapped objective in eval mode, without gradients."""
         cfg = self.config
-        if resume and self.latest_checkpoint():
-            self.load(self.latest_checkpoint())  # type: ignore[arg-type]
-            self.events.write(event="resumed", phase=self.name, step=self.step)
+        if resume and self.checkpoint_dir:
+            if self.is_main:
+                self.tidy_checkpoints()
+            self.accelerator.wait_for_everyone()
+            latest = self.latest_checkpoint()
+            if latest:
+                self.load(latest)
+                self.events.write(event="resumed", phase=self.name, step=self.step)
         self.model.train()
-        last_val: dict[str, float] = {}
         show = sys.stderr.isatty() and self.is_main
         t0 = time.perf_counter()
         with _progress(show, self.name, cfg.steps, self.step) as advance:
@@ -232,22 +243,22 @@ class Trainer:
                 advance()
                 done = self.step
                 if done % cfg.val_every == 0 or done == cfg.steps:
-                    last_val = self._validate(validate) if validate else {}
+                    self.last_val = self._validate(validate) if validate else {}
                     train_terms = {k: float(v.detach()) for k, v in terms.items()}
-                    self.events.write(event="step", phase=self.name, step=done, train=train_terms, val=last_val,
+                    self.events.write(event="step", phase=self.name, step=done, train=train_terms, val=self.last_val,
                                       seconds=round(time.perf_counter() - t0, 3))
                     if self.tracking:
                         self.accelerator.log({**{f"train/{k}": v for k, v in train_terms.items()},
-                                              **{f"val/{k}": v for k, v in last_val.items()}}, step=done)
+                                              **{f"val/{k}": v for k, v in self.last_val.items()}}, step=done)
                     if not show and self.is_main:
                         log.info("%s step %d/%d loss %.4f val %s", self.name, done, cfg.steps,
-                                 train_terms["loss"], {k: round(v, 4) for k, v in last_val.items()})
+                                 train_terms["loss"], {k: round(v, 4) for k, v in self.last_val.items()})
                 if self.checkpoint_dir and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
                     self.save()
         if self.tracking:
             self.accelerator.end_training()
         self.model.eval()
-        return last_val
+        return self.last_val
 
     def _validate(self, validate: Callable[[nn.Module], dict[str, float]]) -> dict[str, float]:
         self.model.eval()
@@ -259,20 +270,32 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
 
     def latest_checkpoint(self) -> Path | None:
-        """The last completely written checkpoint directory of this phase, if any."""
+        """The complete checkpoint (see the module docstring) of this phase with the highest step, if any;
+        found by listing ``step-*``, so a missing or stale ``latest`` pointer does not matter."""
         if not self.checkpoint_dir:
             return None
-        pointer = self.checkpoint_dir / "latest"
-        if not pointer.exists():
-            return None
-        path = self.checkpoint_dir / pointer.read_text().strip()
-        return path if (path / "trainer.json").exists() else None
+        steps = {p: n for p in self.checkpoint_dir.glob("step-*") if (n := _checkpoint_step(p)) is not None}
+        return max(steps, key=steps.__getitem__, default=None)
+
+    def tidy_checkpoints(self) -> None:
+        """Remove what an interrupted :meth:`save` left (``.tmp-step-*`` directories, ``.latest.*.tmp``
+        files) and point ``latest`` at the newest complete checkpoint. Main process, before resuming."""
+        assert self.checkpoint_dir is not None
+        for stray in [*self.checkpoint_dir.glob(".tmp-step-*"), *self.checkpoint_dir.glob(".latest.*.tmp")]:
+            if stray.is_dir():
+                shutil.rmtree(stray)
+            else:
+                stray.unlink()
+            log.info("%s: removed %s, left by an interrupted checkpoint", self.name, stray)
+        latest, pointer = self.latest_checkpoint(), self.checkpoint_dir / "latest"
+        if latest and (not pointer.is_file() or pointer.read_text().strip() != latest.name):
+            atomic_write_text(pointer, latest.name + "\n")
 
     def save(self) -> Path:
-        """Save the Accelerate state (model as safetensors, optimiser, RNG) and the step.
+        """Save the Accelerate state (model as safetensors, optimiser, RNG), the step and the last validation.
 
-        Written to a temporary directory, renamed into place, then ``latest`` is updated atomically:
-        a crash while saving leaves the previous checkpoint usable."""
+        Written to a temporary directory (``trainer.json`` last), renamed into place, then ``latest`` is
+        updated atomically: a crash while saving leaves the previous checkpoint usable."""
         assert self.checkpoint_dir is not None
         acc = self.accelerator
         final = self.checkpoint_dir / f"step-{self.step:08d}"
@@ -283,7 +306,8 @@ class Trainer:
         acc.save_state(str(tmp), safe_serialization=True)
         acc.wait_for_everyone()
         if self.is_main:
-            (tmp / "trainer.json").write_text(json.dumps({"step": self.step, "phase": self.name, "seed": self.seed}))
+            atomic_write_json(tmp / "trainer.json",
+                              {"step": self.step, "phase": self.name, "seed": self.seed, "val": self.last_val})
             if final.exists():
                 shutil.rmtree(final)
             tmp.rename(final)
@@ -296,7 +320,17 @@ class Trainer:
     def load(self, path: Path) -> None:
         """Restore a checkpoint written by :meth:`save` (tensors via safetensors / weights-only loads)."""
         self.accelerator.load_state(str(path))
-        self.step = int(json.loads((path / "trainer.json").read_text())["step"])
+        record = json.loads((path / "trainer.json").read_text())
+        self.step, self.last_val = int(record["step"]), record.get("val", {})
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    """N when ``path`` is a complete checkpoint ``step-<N>`` (its ``trainer.json`` records step N), else None."""
+    try:
+        step = int(json.loads((path / "trainer.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return step if path.name == f"step-{step:08d}" else None
 
 
 def _flat_scalars(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

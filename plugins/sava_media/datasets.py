@@ -18,7 +18,7 @@ from typing import Any
 from sava_core.contracts import Dataset
 from sava_core.decode import DecodeSpec, Skip, check_media
 from sava_core.errors import SavaError
-from sava_core.io import file_sha256
+from sava_core.io import file_sha256, require_file
 from sava_core.segment import Segmentation, SegmentedMedia, Source, probe_sources
 from sava_media.params import AudioCapsParams, FolderParams, MediaParams, VGGSoundParams
 
@@ -33,22 +33,23 @@ def _raise_problems(source: Path, problems: list[str]) -> None:
         raise SavaError(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in listed))
 
 
-def _text(path: Path) -> io.StringIO:
-    """A manifest or caption file's text (UTF-8), or a SavaError naming the file and the bad byte."""
+def _text(path: Path, what: str = "manifest") -> io.StringIO:
+    """A manifest or caption file's text (UTF-8), or a SavaError naming the file and the bad byte;
+    anything but a regular file (a device, a pipe, a folder) is refused before it is read."""
     try:
-        return io.StringIO(Path(path).read_bytes().decode("utf-8"), newline="")
+        return io.StringIO(require_file(path, what).read_bytes().decode("utf-8"), newline="")
     except UnicodeDecodeError as err:
         raise SavaError(f"{path}: not UTF-8 text (byte {err.start}: {err.object[err.start:err.start + 1]!r}); "
                         "save it as UTF-8") from None
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(_text(path)))
+def _read_csv(path: Path, what: str = "manifest") -> list[dict[str, str]]:
+    return list(csv.DictReader(_text(path, what)))
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def _read_jsonl(path: Path, what: str = "manifest") -> list[dict[str, Any]]:
     rows, problems = [], []
-    with _text(path) as fh:
+    with _text(path, what) as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -197,9 +198,8 @@ class FolderDataset(MediaDataset):
 
 def _read_captions(path: Path) -> dict[str, str]:
     """id -> caption from a CSV with columns id,caption or a JSONL of {"id", "caption"} objects."""
-    if not path.is_file():
-        raise SavaError(f"captions file not found: {path}")
-    rows = _read_jsonl(path) if path.suffix.lower() in (".jsonl", ".json") else _read_csv(path)
+    what = "captions file"
+    rows = _read_jsonl(path, what) if path.suffix.lower() in (".jsonl", ".json") else _read_csv(path, what)
     if rows and not {"id", "caption"} <= set(rows[0]):
         raise SavaError(f"{path}: captions need the fields 'id' and 'caption', found {', '.join(rows[0])}")
     return {str(r["id"]): str(r["caption"]) for r in rows}
@@ -260,7 +260,7 @@ class AudioCaps(MediaDataset):
 
     def manifest_files(self) -> list[Path]:
         if self.manifest.is_dir():
-            return [self.manifest / f"{s}.csv" for s in STANDARD_SPLITS if (self.manifest / f"{s}.csv").is_file()]
+            return [self.manifest / f"{s}.csv" for s in STANDARD_SPLITS if (self.manifest / f"{s}.csv").exists()]
         return [self.manifest]
 
     def read_manifest(self) -> dict[str, list[Source]]:
