@@ -175,3 +175,9 @@ def test_a_recipe_not_in_utf8_is_a_clear_error(tmp_path, encoding):
     recipe.write_bytes("name: café\ndata: {name: factor_world}\n".encode(encoding))
     out = run_cli("validate", str(recipe))
     assert out.returncode == 2 and "not UTF-8 text" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_recipe_that_is_not_a_regular_file_is_refused_before_reading(tmp_path):
+    (tmp_path / "r.yaml").symlink_to("/dev/zero")
+    out = run_cli("validate", str(tmp_path / "r.yaml"))
+    assert out.returncode == 2 and "is not a regular file (a character device)" in out.stderr
