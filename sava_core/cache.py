@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +44,7 @@ from sava_core.contracts import AudioEncoder, Clip, Dataset, LatentSplit, VideoE
 from sava_core.decode import MediaError, Skip, write_skipped
 from sava_core.errors import SavaError
 from sava_core.io import atomic_write_json, atomic_write_with, canonical_hash
+from sava_core.progress import progress
 
 log = logging.getLogger("sava")
 
@@ -184,15 +184,6 @@ def to_encoder_rate(audio: Tensor, rate: int, encoder: AudioEncoder) -> Tensor:
     return torchaudio.functional.resample(audio, rate, encoder.sample_rate)
 
 
-def _progress() -> Any:
-    """A rich progress display on stderr, shown only when stderr is a terminal."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True), disable=not sys.stderr.isatty(), transient=True)
-
-
 def encode_split(dataset: Dataset, split: str, video_encoder: VideoEncoder, audio_encoder: AudioEncoder, *,
                  cache_root: str | Path | None = None, key_extra: dict[str, Any] | None = None,
                  batch_size: int = 8, num_workers: int = 0, shard_size: int = 512,
@@ -261,12 +252,10 @@ def _fill(directory: Path, index: dict[str, Any], todo: list[int], media: Any, v
                                          collate_fn=_as_list)
     modes = [m.training for m in (video_encoder, audio_encoder)]
     video_encoder.eval(), audio_encoder.eval()
-    progress = _progress()
     pending: dict[str, list[Any]] = {"video": [], "audio": [], "index": [], "captions": []}
     shard_start = todo[0]
     try:
-        with progress, torch.no_grad():
-            task = progress.add_task(f"encoding {index['split']}", total=sum(len(b) for b in batches))
+        with progress(f"encoding {index['split']}", sum(len(b) for b in batches), unit="clip") as bar, torch.no_grad():
             for batch in loader:
                 start = batch[0][0] // shard_size * shard_size
                 if start != shard_start:
@@ -285,7 +274,7 @@ def _fill(directory: Path, index: dict[str, Any], todo: list[int], media: Any, v
                     pending["audio"].append(audio)
                     pending["index"].extend(i for i, _ in clips)
                     pending["captions"].extend(c.caption for _, c in clips)
-                progress.advance(task, len(batch))
+                bar.advance(len(batch))
             _publish(directory, index, shard_start, pending)
     finally:
         for module, mode in zip((video_encoder, audio_encoder), modes):

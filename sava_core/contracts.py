@@ -106,12 +106,20 @@ class TextEmbedding:
 
 
 class TextEncoder(nn.Module, Component, ABC):
-    """f_t: prompts -> :class:`TextEmbedding` of width ``dim``."""
+    """f_t: prompts -> :class:`TextEmbedding` of width ``dim``.
+
+    ``max_tokens``: the most tokens of a prompt the encoder reads (the rest is cut off), with
+    :meth:`token_count`; None when it does not say (``sava generate`` then cannot warn)."""
 
     dim: int
+    max_tokens: int | None = None
 
     @abstractmethod
     def encode(self, prompts: list[str]) -> TextEmbedding: ...
+
+    def token_count(self, prompt: str) -> int | None:
+        """Tokens ``prompt`` has before any cut (None: the encoder does not say)."""
+        return None
 
 
 # ----------------------------------------------------------------------------------- Stage I

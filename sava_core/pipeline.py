@@ -29,6 +29,7 @@ from sava_core.encoding import TextBatch, encode_grids, encode_text, load_media,
 from sava_core.errors import SavaError
 from sava_core.generators import Generators, build_generators, plugin_weights
 from sava_core.metrics import frechet_distance, gaussian_stats
+from sava_core.progress import progress
 from sava_core.recipe import check
 from sava_core.registry import Registries
 from sava_core.stage import GenerationMode
@@ -98,9 +99,12 @@ class SavaPipeline:
         if self.mode.from_test_videos and videos is None:
             raise SavaError(f"generate.mode {self.recipe.generate.mode}: give the videos to make audio for")
         size, base = self.recipe.generate.batch_size, self.recipe.seed if seed is None else seed
-        outs = [self.mode.generate(self, prompts[s : s + size], base * 100_003 + s,
-                                   None if videos is None else videos[s : s + size])
-                for s in range(0, len(prompts), size)]
+        outs = []
+        with progress(f"sampling ({self.recipe.generate.mode})", len(prompts), unit="clip") as bar:
+            for s in range(0, len(prompts), size):
+                outs.append(self.mode.generate(self, prompts[s : s + size], batch_seed(base, s),
+                                               None if videos is None else videos[s : s + size]))
+                bar.advance(len(outs[-1]["audio"]))
         keys = [k for k in ("video_grid", "audio_grid", "video", "audio") if all(k in o for o in outs)]
         merged: dict[str, Any] = {k: torch.cat([o[k] for o in outs]) for k in keys}
         merged["timings"] = {k: sum(o["timings"].get(k, 0.0) for o in outs) for k in outs[0]["timings"]}
@@ -261,6 +265,11 @@ class CascadeSampling:
         self.timings["decode"] = time.perf_counter() - t0
         return {"video_grid": video_grid.cpu(), "audio_grid": audio_grid.cpu(), "video": video, "audio": audio,
                 "timings": self.timings}
+
+
+def batch_seed(seed: int, start: int) -> int:
+    """The noise seed of the batch that starts at prompt ``start`` of a call seeded ``seed``."""
+    return seed * 100_003 + start
 
 
 def find_cell(run_dir: Path, registries: Registries, variant: str | None, seed: int | None) -> tuple[Path, Recipe]:

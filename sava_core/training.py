@@ -22,7 +22,6 @@ import functools
 import json
 import logging
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +33,7 @@ from torch import Tensor, nn
 from sava_core.config import TrackingConfig, TrainConfig
 from sava_core.errors import SavaError, TrainingDiverged
 from sava_core.io import atomic_write_json, atomic_write_text
+from sava_core.progress import progress
 
 log = logging.getLogger("sava")
 
@@ -235,12 +235,11 @@ class Trainer:
                 self.load(latest)
                 self.events.write(event="resumed", phase=self.name, step=self.step)
         self.model.train()
-        show = sys.stderr.isatty() and self.is_main
         t0 = time.perf_counter()
-        with _progress(show, self.name, cfg.steps, self.step) as advance:
+        with progress(self.name, cfg.steps, start=self.step, enabled=self.is_main) as bar:
             while self.step < cfg.steps:
                 terms = self.train_step(batch, n_train)
-                advance()
+                bar.advance()
                 done = self.step
                 if done % cfg.val_every == 0 or done == cfg.steps:
                     self.last_val = self._validate(validate) if validate else {}
@@ -250,7 +249,8 @@ class Trainer:
                     if self.tracking:
                         self.accelerator.log({**{f"train/{k}": v for k, v in train_terms.items()},
                                               **{f"val/{k}": v for k, v in self.last_val.items()}}, step=done)
-                    if not show and self.is_main:
+                    bar.advance(0, loss=train_terms["loss"], **{f"val_{k}": v for k, v in self.last_val.items()})
+                    if self.is_main:
                         log.info("%s step %d/%d loss %.4f val %s", self.name, done, cfg.steps,
                                  train_terms["loss"], {k: round(v, 4) for k, v in self.last_val.items()})
                 if self.checkpoint_dir and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
@@ -345,26 +345,3 @@ def _flat_scalars(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = json.dumps(value)
     return out
-
-
-class _progress:
-    """A rich progress bar when attached to a terminal; a no-op otherwise."""
-
-    def __init__(self, show: bool, desc: str, total: int, start: int):
-        self.show, self.desc, self.total, self.start = show, desc, total, start
-        self._bar: Any = None
-
-    def __enter__(self) -> Callable[[], None]:
-        if not self.show:
-            return lambda: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        self._bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                             TimeRemainingColumn(), transient=True)
-        self._bar.start()
-        task = self._bar.add_task(self.desc, total=self.total, completed=self.start)
-        return lambda: self._bar.advance(task)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()

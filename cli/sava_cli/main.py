@@ -15,6 +15,7 @@ import typer
 from sava_cli.components import block, registries
 from sava_cli.data_cmd import cache_app, data_app
 from sava_cli.eval_cmd import eval_command
+from sava_cli.generate_cmd import generate_command
 from sava_core.errors import SavaError
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 
 app.command("eval")(eval_command)
+app.command("generate")(generate_command)
 app.add_typer(data_app, name="data")
 app.add_typer(cache_app, name="cache")
 
@@ -44,9 +46,14 @@ def _global(
         Optional[list[str]],
         typer.Option("--block-plugin", help="do not load this plug-in (entry-point name); repeatable"),
     ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or progress lines")] = False,
 ) -> None:
     if debug:
         _state["debug"] = True
+    if quiet:
+        from sava_core.progress import set_quiet
+
+        set_quiet(True)
     block(block_plugin or [])
 
 

@@ -231,6 +231,14 @@ class HashTextEncoder(TextEncoder):
         self.register_buffer("table", torch.randn(params.buckets + 1, params.dim, generator=g))
         self.register_buffer("positions", sinusoids(params.max_tokens, params.dim) * 0.5)
 
+    @property
+    def max_tokens(self) -> int:  # type: ignore[override]
+        return self.params.max_tokens
+
+    def token_count(self, prompt: str) -> int:
+        """Words of ``prompt`` (the encoder's tokens), before the cut at ``max_tokens``."""
+        return len(re.findall(r"[a-z]+", prompt.lower()))
+
     def token_ids(self, prompt: str) -> list[int]:
         words = re.findall(r"[a-z]+", prompt.lower())[: self.params.max_tokens]
         return [1 + zlib.crc32(w.encode()) % self.params.buckets for w in words] or [0]
