@@ -38,6 +38,7 @@ from sava_core import __version__
 from sava_core.errors import SavaError
 from sava_core.io import atomic_write_json, atomic_write_text, atomic_write_with
 from sava_core.registry import Registries
+from sava_core.results_page import write_results_page
 
 ID_COLUMNS = ("variant", "seed")
 
@@ -250,9 +251,11 @@ def write_results(
     columns: list[str] | None = None,
     sweep: dict[str, list[Any]] | None = None,
     plot: bool = True,
+    cell_dirs: Mapping[tuple[str, int], Path] | None = None,
 ) -> str:
-    """Write results.csv, results.md and plots; return the Markdown table. Runs with
-    :func:`collapse_flags` get a ``flags`` column in both (only when some run has one)."""
+    """Write results.csv, results.md, plots and results.html (with the samples of the runs' cell
+    directories: ``cell_dirs``, default ``out/runs/<variant>/seed-<k>``); return the Markdown table.
+    Runs with :func:`collapse_flags` get a ``flags`` column in the tables (only when some run has one)."""
     rows, all_columns = results_rows(cells)
     shown = [c for c in (columns or all_columns) if c in all_columns] or all_columns
     run_flags = {(variant, seed): "; ".join(map(str, collapse_flags(metrics))) for variant, seed, metrics in cells}
@@ -281,6 +284,9 @@ def write_results(
     atomic_write_json(out / "summary.json", summary)
     if plot and len(summary) > 1:
         plot_results(out / "plots", summary, shown, sweep or {})
+    dirs = cell_dirs or {(variant, seed): cell_dir(out, variant, seed) for variant, seed, _ in cells}
+    write_results_page(out, title, summary, shown, {v: "; ".join(t) for v, t in by_variant.items()}, dirs,
+                       note=f"Mean ± sample standard deviation over seeds {seeds}; n = runs per variant.")
     return table
 
 

@@ -198,11 +198,13 @@ def _run_cells(plan: Plan, out: Path, resume: bool, shard: tuple[int, int] | Non
             handler.close()
 
 
-def write_report(out: Path, plan: Plan, done: list[tuple[str, int, dict[str, float]]]) -> str:
-    """results.csv / results.md / plots of ``done`` cells, in the plan's order."""
+def write_report(out: Path, plan: Plan, done: list[tuple[str, int, dict[str, float]]],
+                 cell_dirs: dict[tuple[str, int], Path] | None = None) -> str:
+    """results.csv / results.md / plots / results.html of ``done`` cells, in the plan's order
+    (``cell_dirs``: where each cell is, when not under ``out``)."""
     base = plan.cells[0].recipe
     return write_results(out, done, title=base.name, columns=base.report.columns or None,
-                         sweep=plan.resolved.get("sweep") or {}, plot=base.report.plot)
+                         sweep=plan.resolved.get("sweep") or {}, plot=base.report.plot, cell_dirs=cell_dirs)
 
 
 def default_out(recipe_name: str) -> Path:
@@ -268,4 +270,5 @@ def merge_runs(
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
         atomic_write_json(out / "merged_from.json", {"runs": [str(d) for d in dirs], "recipe_hash": plan.hash})
-        return RunResult(out, write_report(out, plan, done), done)
+        where = {(v, s): cell_dir(found[(v, s)][0], v, s) for v, s, _ in done}
+        return RunResult(out, write_report(out, plan, done, where), done)

@@ -90,3 +90,67 @@ def run_cli(*args: str, extra_path: list[Path] = (), env: dict[str, str] | None 
     full_env.setdefault("OMP_NUM_THREADS", "1")
     return subprocess.run([sys.executable, "-m", "sava_cli.main", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=timeout)
+
+
+def assert_close_f32(actual: torch.Tensor, expected: torch.Tensor, *, depth: int = 1, scale: float | None = None,
+                     msg: str | None = None) -> None:
+    """Assert that two float32 results of the same maths, computed along different kernel paths,
+    agree up to rounding on any CPU.
+
+    Different paths (batched vs one at a time, another padded length, another module wiring, a copy
+    built or loaded separately, a diffusers pipeline vs our code) sum in another order, and the BLAS
+    blocking, SIMD width and thread count choose that order, so the difference changes from CPU to
+    CPU (one comparison gives 1.2e-6 with one set of kernels, 0 with another): ``torch.equal`` or a
+    hand-picked ``atol=1e-6`` there is a flaky test.
+
+    Model: one op (matmul, conv, attention, normalisation) leaves a few float32 ulps relative to the
+    magnitude of its terms; torch.testing's float32 defaults, rtol=1.3e-6 (about 11 ulps) and
+    atol=1e-5, are sized for one op on values of order one. Through ``depth`` blocks (a resnet, a
+    transformer layer, an MLP) after the paths part, differences add up at most linearly (residual
+    and normalised layers do not amplify them), and absolute rounding follows the values' magnitude::
+
+        rtol = 1.3e-6 * depth,   atol = 1e-5 * depth * scale,   scale = max(1, max|expected|)
+
+    Pass ``scale`` for results much smaller than 1 by construction (tiny random weights), whose
+    rounding is that much smaller too. Each call site states its depth. The differences measured are
+    100x or more below these bounds, and the bugs the tests guard against (another module, a leaked
+    or missing token, a missing scale, other weights) move outputs by 1e-3 relative or more.
+    """
+    if scale is None:
+        scale = max(1.0, float(expected.detach().abs().max())) if expected.numel() else 1.0
+    torch.testing.assert_close(actual, expected, rtol=1.3e-6 * depth, atol=1e-5 * depth * scale, msg=msg)
+
+
+#: Overrides that make the quickstart (media world, all four stages) take about half a minute.
+TINY_T2AV = [
+    "data.params.n_train=48", "data.params.n_val=8", "data.params.n_test=8", "data.params.p_object_named=1.0",
+    "pretrain.autoencoder.steps=10", "pretrain.video.steps=10", "pretrain.audio.steps=10",
+    "pretrain.autoencoder.val_every=10", "pretrain.video.val_every=10", "pretrain.audio.val_every=10",
+    "pretrain.weights_dtype=float16",
+    "align.train.steps=10", "align.train.val_every=10", "align.projector_train.steps=10",
+    "align.projector_train.val_every=10", "align.probe.max_train_tokens=200",
+    "finetune.train.steps=4", "finetune.train.val_every=4", "finetune.directions=[tv2a, ta2v]",
+    "generate.prompts=3", "generate.batch_size=3", "generate.save_media=2", "model.sampler.params.steps=3",
+    "model.video_backbone.params.block_out_channels=[32, 32]",
+    "report.plot=false", "tracking.backend=none",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny quickstart run directory: variants `two_stream` and `sava` (the unidirectional
+    cascade), one seed, two saved samples each, with plots."""
+    from sava_core.recipe import plan
+    from sava_core.runner import run_plan
+
+    out = tmp_path_factory.mktemp("tiny_quickstart") / "run"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SAVA_CACHE", str(out.parent / "cache"))
+    try:
+        run_plan(plan(REPO / "recipes" / "quickstart.yaml",
+                      [*TINY_T2AV, "finetune.directions=[tv2a]", "report.plot=true",
+                       "variants={two_stream: ['stages=[pretrain, generate]', generate.mode=two_stream], sava: []}"]),
+                 out)
+    finally:
+        mp.undo()
+    return out

@@ -10,33 +10,19 @@ from pathlib import Path
 import av
 import pytest
 import torch
-from test_generation import TINY_T2AV
 
 from conftest import REPO, run_cli
 from sava_core.errors import SavaError
 from sava_core.inference import GenerateOptions, generate_from_prompts, open_run, prompt_items, read_prompts
 from sava_core.media_io import read_mp4, write_mp4
-from sava_core.recipe import plan
 from sava_core.registry import get_registries
-from sava_core.runner import run_plan
 
 PROMPT = "a red ball bounces twice in front of a green wall"
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished tiny quickstart: SAVA unidirectional and two-stream, one seed."""
-    out = tmp_path_factory.mktemp("generate") / "run"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SAVA_CACHE", str(out.parent / "cache"))
-    try:
-        run_plan(plan(REPO / "recipes" / "quickstart.yaml",
-                      [*TINY_T2AV, "finetune.directions=[tv2a]", "generate.sensitivity=false", "generate.metrics=[]",
-                       "variants={two_stream: ['stages=[pretrain, generate]', generate.mode=two_stream], sava: []}"]),
-                 out)
-    finally:
-        mp.undo()
-    return out
+@pytest.fixture
+def run_dir(tiny_quickstart: Path) -> Path:
+    return tiny_quickstart
 
 
 def test_a_prompt_becomes_a_clip_the_world_can_check(run_dir, tmp_path):

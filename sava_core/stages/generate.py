@@ -15,7 +15,7 @@ test split are reported per modality (FVD- and FAD-like: the world's own encoder
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sava_core.config import Recipe
 from sava_core.registry import Registries
@@ -93,9 +93,12 @@ class Generate(Stage):
         metrics["seconds_per_clip"] = sum(timings.values()) / len(prompts)
         metrics |= {f"seconds_per_clip_{k}": v / len(prompts) for k, v in timings.items()}
         save_samples(cell_dir / "samples", prompts, video, audio, clip.fps, clip.sample_rate, cfg.save_media)
-        atomic_write_json(
-            cell_dir / "samples" / "prompts.json", [{"index": i, "prompt": p} for i, p in enumerate(prompts)]
-        )
+        listing: list[dict[str, Any]] = [{"index": i, "prompt": p} for i, p in enumerate(prompts)]
+        if truth is not None and isinstance(data, GroundTruthWorld):  # each saved clip's own checks
+            for i, entry in enumerate(listing[: cfg.save_media]):
+                entry["checks"] = data.ground_truth_metrics(video[i : i + 1], audio[i : i + 1], truth[i : i + 1],
+                                                            cfg.event_tolerance)
+        atomic_write_json(cell_dir / "samples" / "prompts.json", listing)
         if cfg.metrics:
             reference: str | Path | None = cfg.reference
             if reference is None and mode.from_test_videos and test is not None:
