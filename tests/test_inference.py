@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import av
@@ -91,6 +92,11 @@ def test_mistakes_are_one_line_with_exit_2(run_dir, tmp_path):
         (["generate", str(run_dir), "--prompt", "x", "--mode", "sideways"], "not a generation mode"),
         (["generate", str(run_dir), "--prompt", "x", "--variant", "nope"], "no finished variant 'nope'"),
     ]
+    other_version = tmp_path / "old_run"
+    shutil.copytree(run_dir / "runs" / "sava", other_version / "runs" / "sava")
+    cell_recipe = other_version / "runs" / "sava" / "seed-0" / "recipe.yaml"
+    cell_recipe.write_text(cell_recipe.read_text() + "a_setting_from_another_version: 1\n")
+    cases.append((["generate", str(other_version), "--prompt", "x"], "was it made by another version?"))
     (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
     cases.append((["generate", str(run_dir), "--video", str(tmp_path / "broken.mp4"), "--out", str(tmp_path / "o")],
                   "cannot read"))
