@@ -276,8 +276,12 @@ class Sampler(Component, ABC):
         uncond: Condition,
         batch_size: int,
         generator: torch.Generator,
+        *,
+        noise: Tensor | None = None,
     ) -> Tensor:
-        """Return denoised latents (B, *backbone.latent_shape)."""
+        """Return denoised latents (B, *backbone.latent_shape), starting from ``noise`` (B,
+        *backbone.latent_shape) unit Gaussian noise when given (a diffusers pipeline's ``latents=``),
+        else from noise drawn from ``generator``."""
 
 
 # ----------------------------------------------------------------------------------- evaluation and data

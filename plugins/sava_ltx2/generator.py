@@ -46,9 +46,11 @@ class LTX2JointGenerator(JointGenerator):
     """Prompts -> (video (B, F, 3, H, W) in [0, 1] at ``fps``, audio (B, C, S) in [-1, 1] at ``sample_rate``).
 
     ``fps`` is ``frame_rate``; ``sample_rate`` is the vocoder's output rate (24 kHz for LTX-2.0). The
-    audio is cut or zero-padded to exactly the video's duration, F / fps seconds (the pipeline's
-    causal audio decoder gives 3 mel frames, 30 ms, less). Outputs are float32 on the CPU. The same
-    generator state gives the same clip. ``forward`` is ``generate``.
+    audio is cut or zero-padded to exactly the video's duration, F / fps seconds (the pipeline's is
+    shorter: round(F / fps * 25) audio latents of 4 mel frames of 10 ms, less the causal decoder's 3
+    frames; 32 ms short for 121 frames at 24 fps, 45 ms for the tiny preset's 9), and clamped to
+    [-1, 1]. Outputs are float32 on the CPU. The same generator state gives the same clip (the
+    pipeline's own, bit for bit: tests/test_parity.py). ``forward`` is ``generate``.
     """
 
     Params = LTX2Params

@@ -85,13 +85,22 @@ class DiffusersSampler(Sampler):
 
     @torch.no_grad()
     def sample(self, backbone: Backbone, condition: Condition, uncond: Condition, batch_size: int,
-               generator: torch.Generator) -> Tensor:
+               generator: torch.Generator, *, noise: Tensor | None = None) -> Tensor:
+        """Denoised latents (B, *latent_shape), float32, from unit Gaussian noise drawn on the CPU from
+        ``generator`` (its first draw) or given as ``noise`` (B, *latent_shape) (e.g. a diffusers
+        pipeline's ``latents=``); either is scaled by the scheduler's ``init_noise_sigma``. The
+        scheduler's stochastic steps (DDPM) draw from ``generator`` in both cases."""
         param = next(backbone.parameters())
         device, dtype = param.device, param.dtype
         scheduler = self.scheduler(backbone)
         scheduler.set_timesteps(self.params.steps)
-        x = torch.randn((batch_size, *backbone.latent_shape), generator=generator).to(device)
-        x = x * scheduler.init_noise_sigma
+        shape = (batch_size, *backbone.latent_shape)
+        if noise is None:
+            noise = torch.randn(shape, generator=generator)
+        elif tuple(noise.shape) != shape:
+            raise ValueError(f"noise of shape {tuple(noise.shape)}; this sampling needs (batch_size, *latent_shape) = "
+                             f"{shape}")
+        x = noise.to(device, torch.float32) * scheduler.init_noise_sigma
         s, s_c = self.params.guidance_scale, self.params.condition_guidance_scale
         text_only = None
         if s_c is not None and condition.extra is not None:
