@@ -14,6 +14,7 @@ import torch
 from diffusers import DDIMScheduler, UNetMotionModel
 from pydantic import ValidationError
 
+from conftest import assert_close_f32
 from sava_animatediff.models import (
     SCHEDULER_CONFIG,
     TINY_TEXT_LENGTH,
@@ -114,8 +115,11 @@ def test_grid_is_per_frame_sd_latents_scaled(vae) -> None:  # type: ignore[no-un
         frames = vae.decode_grid(grid)
         seq = vae.encode(x)
     assert grid.shape == (2, *GRID) and vae.scaling_factor == pytest.approx(0.18215)
-    torch.testing.assert_close(grid[1, 4], frame[0] * 0.18215)
+    # one frame alone vs 18 in a batch: other conv kernels, equal up to rounding through the VAE
+    # encoder (about 10 blocks); a wrong scale or frame moves it by 1e-2 and more
+    assert_close_f32(grid[1, 4], frame[0] * 0.18215, depth=10)
     assert frames.shape == VIDEO and frames.min() >= 0 and frames.max() <= 1
+    # one mean in another order: torch.testing's float32 defaults (one op's rounding)
     torch.testing.assert_close(seq[0, 2, 0::4], grid[0, 2, :, :2, :2].mean((-2, -1)))  # top-left cell per channel
     with pytest.raises(SavaError, match="multiples of 8"):
         vae.encode_grid(torch.rand(1, 2, 3, 20, 32))
@@ -126,7 +130,9 @@ def test_vae_round_trip(tmp_path: Path, vae) -> None:  # type: ignore[no-untyped
     loaded = build("video_encoder", "sd_vae", pretrained=str(tmp_path))
     x = video()
     with torch.no_grad():
-        assert torch.equal(loaded.encode_grid(x), vae.encode_grid(x))
+        # a separately loaded copy: the same weights, but nothing pins the same kernels (memory
+        # layout), so equal up to rounding through the VAE encoder (about 10 blocks)
+        assert_close_f32(loaded.encode_grid(x), vae.encode_grid(x), depth=10)
     with pytest.raises(SavaError, match=r"video_encoder\)?\.params\.pretrained.*does not exist"):
         build("video_encoder", "sd_vae", pretrained=str(tmp_path / "missing"))
 
@@ -136,6 +142,7 @@ def test_clip_text_is_sds(clip, text) -> None:  # type: ignore[no-untyped-def]
     ids = clip.tokenizer(PROMPTS, padding="max_length", max_length=TINY_TEXT_LENGTH, return_tensors="pt").input_ids
     with torch.no_grad():
         out = clip.model(input_ids=ids)
+    # the encoder runs this same model on these same ids (equal in fact): the float32 defaults
     torch.testing.assert_close(text.tokens, out.last_hidden_state)
     torch.testing.assert_close(text.pooled, out.pooler_output)
     assert text.mask[1].sum() == 2  # "" is start + end
@@ -147,7 +154,8 @@ def test_clip_text_round_trip_and_length_check(tmp_path: Path, text) -> None:  #
     tiny_tokenizer("clip", model_max_length=TINY_TEXT_LENGTH).save_pretrained(tmp_path / "tokenizer")
     loaded = build("text_encoder", "clip_text", pretrained=str(tmp_path))
     with torch.no_grad():
-        assert torch.equal(loaded.encode(PROMPTS).tokens, text.tokens)
+        # a separately loaded copy: equal up to rounding through the 2-layer text model (about 6 blocks)
+        assert_close_f32(loaded.encode(PROMPTS).tokens, text.tokens, depth=6)
     with pytest.raises(SavaError, match="max_length <= 16"):
         build("text_encoder", "clip_text", preset="tiny", max_length=77)
 
@@ -162,7 +170,9 @@ def test_text_is_repeated_per_frame(backbone, text) -> None:  # type: ignore[no-
         both = backbone(x, t, Condition(text.tokens, text.mask))
         first = backbone(x[:1], t[:1], Condition(text.tokens[:1], text.mask[:1]))
         other = backbone(x[:1], t[:1], Condition(text.tokens[1:], text.mask[1:]))
-    torch.testing.assert_close(both[:1], first, atol=1e-5, rtol=1e-5)
+    # batch of two vs one: other kernels, equal up to rounding through the motion UNet (about 20
+    # blocks); another prompt moves the output by 0.1
+    assert_close_f32(both[:1], first, depth=20)
     assert not torch.allclose(first, other, atol=1e-4)
 
 
@@ -174,8 +184,11 @@ def test_masked_extra_tokens_are_ignored(backbone, text) -> None:  # type: ignor
         plain = backbone(x, t, Condition(text.tokens, text.mask))
         mixed = backbone(x, t, Condition(text.tokens, text.mask, extra, keep))
         kept = backbone(x[:1], t[:1], Condition(text.tokens[:1], text.mask[:1], extra[:1, [0, 2]]))
-    torch.testing.assert_close(mixed[1], plain[1], atol=1e-6, rtol=0)
-    torch.testing.assert_close(mixed[:1], kept, atol=1e-5, rtol=1e-5)
+    # The masked extra tokens lengthen the keys, and kept runs a batch of one with two extra tokens:
+    # other attention shapes, so equal up to rounding through the motion UNet (about 20 blocks); the
+    # kept tokens move the output by 6e-2.
+    assert_close_f32(mixed[1], plain[1], depth=20)
+    assert_close_f32(mixed[:1], kept, depth=20)
     assert not torch.allclose(mixed[0], plain[0], atol=1e-4)
 
 
@@ -227,7 +240,10 @@ def test_gradient_checkpointing_gives_the_same_gradients(text) -> None:  # type:
             *noisy(), Condition(text.tokens, text.mask, extra, torch.tensor([[True, False], [True, True]]))
         ).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for n, p in model.named_parameters() if "lora_B" in n]))
-    torch.testing.assert_close(grads[0], grads[1])
+    # Recomputation runs the same kernels (equal here), but autograd may sum the gradients of tensors
+    # used by several blocks in another order: rounding through forward and backward of the motion
+    # UNet (about 2 x 20 blocks). Ignoring the extra-token mask moves these gradients by 0.3.
+    assert_close_f32(grads[0], grads[1], depth=40)
 
 
 def test_backbone_round_trip_and_checks(tmp_path: Path, backbone, text) -> None:  # type: ignore[no-untyped-def]
@@ -243,8 +259,9 @@ def test_backbone_round_trip_and_checks(tmp_path: Path, backbone, text) -> None:
     assert loaded.scheduler_config == SCHEDULER_CONFIG  # AnimateDiff's linear betas win over the SD pipeline's
     x, t = noisy()
     with torch.no_grad():
-        assert torch.equal(
-            loaded(x, t, Condition(text.tokens, text.mask)), backbone(x, t, Condition(text.tokens, text.mask))
+        # a UNetMotionModel assembled from the saved UNet and adapter: equal up to rounding (about 20 blocks)
+        assert_close_f32(
+            loaded(x, t, Condition(text.tokens, text.mask)), backbone(x, t, Condition(text.tokens, text.mask)), depth=20
         )
     with pytest.raises(SavaError, match="text encoder|clip_text"):
         build("backbone", "animatediff", {**runtime, "condition_dim": 16}, **params)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import assert_close_f32
 from sava_core.errors import SavaError
 from sava_core.registry import get_registries
 from sava_core.testing import ComponentTests
@@ -221,7 +222,9 @@ def test_published_cavp_loads_a_training_checkpoint(tmp_path, monkeypatch):
     video = _build("cavp", checkpoint=str(path), sha256=digest, size=32)
     audio = _build("cavp", checkpoint=str(path), sha256=digest, tower="audio")
     frames = torch.rand(1, 4, 3, 32, 32)
-    assert torch.allclose(video.extract(frames).embeddings, net.encode_video(frames)[0], atol=1e-6)
+    # a net loaded from the checkpoint vs the one saved: equal up to rounding through the tiny video
+    # tower (about 6 blocks: stem, four stages, projection)
+    assert_close_f32(video.extract(frames).embeddings, net.encode_video(frames)[0], depth=6)
     assert audio.extract(_audio(2.0)[:1]).embeddings.shape == (8, 16)  # 4 steps per second
     protocol = audio.protocol()
     assert protocol["checkpoint_sha256"] == digest and protocol["ignored_checkpoint_keys"] == 1
@@ -256,7 +259,9 @@ def test_published_imagebind_extractor_records_the_checkpoint(tmp_path, monkeypa
     audio = _build("imagebind", checkpoint=str(path), sha256=digest, tower="audio")
     wave = _audio(3.0)[:1]
     expected = towers.embed("audio", ib.audio_clips(wave[0, 0])).mean(0)
-    assert torch.allclose(audio.extract(wave).embeddings[0], expected, atol=1e-6)
+    # towers loaded from the checkpoint vs the ones saved: equal up to rounding through the 2-layer
+    # audio tower (about 6 blocks)
+    assert_close_f32(audio.extract(wave).embeddings[0], expected, depth=6)
     protocol = audio.protocol()
     assert protocol["checkpoint_sha256"] == digest and "CC-BY-NC" in protocol["license"]
     with pytest.raises(SavaError, match="no published sha256 is pinned"):
@@ -289,7 +294,10 @@ def test_published_passt_loads_a_local_state_dict(tmp_path, monkeypatch):
     wave = _audio(1.0, 32000)
     logits, embedding = net(torch.nn.functional.pad(wave.mean(1), (0, 9 * 32000)))  # zero-padded to 10 s
     out = extractor.extract(wave)
-    assert torch.allclose(out.embeddings, embedding, atol=1e-5) and torch.allclose(out.logits, logits, atol=1e-5)
+    # a net loaded from the state dict vs the one saved: equal up to rounding through the mel front
+    # end and the 1-layer transformer (about 4 blocks)
+    assert_close_f32(out.embeddings, embedding, depth=4)
+    assert_close_f32(out.logits, logits, depth=4)
     assert extractor.protocol()["sample_rate"] == 32000 and extractor.protocol()["clip_seconds"] == 1.0
     with pytest.raises(Exception, match="less than or equal to 10"):
         _build("passt", preset="tiny", clip_seconds=12)

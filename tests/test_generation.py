@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from conftest import REPO
+from conftest import REPO, assert_close_f32
+from conftest import TINY_T2AV as TINY_QUICKSTART
 from sava_core.conditioning import conditioned
 from sava_core.contracts import Condition
 from sava_core.device import use_cpu
@@ -24,16 +25,7 @@ from sava_core.runner import run_plan
 from sava_core.training import Trainer
 
 TINY_T2AV = [
-    "data.params.n_train=48", "data.params.n_val=8", "data.params.n_test=8", "data.params.p_object_named=1.0",
-    "pretrain.autoencoder.steps=10", "pretrain.video.steps=10", "pretrain.audio.steps=10",
-    "pretrain.autoencoder.val_every=10", "pretrain.video.val_every=10", "pretrain.audio.val_every=10",
-    "pretrain.weights_dtype=float16",
-    "align.train.steps=10", "align.train.val_every=10", "align.projector_train.steps=10",
-    "align.projector_train.val_every=10", "align.probe.max_train_tokens=200",
-    "finetune.train.steps=4", "finetune.train.val_every=4", "finetune.directions=[tv2a, ta2v]",
-    "generate.prompts=3", "generate.batch_size=3", "generate.save_media=2", "model.sampler.params.steps=3",
-    "model.video_backbone.params.block_out_channels=[32, 32]",
-    "report.plot=false", "tracking.backend=none", "generate.sensitivity=true",
+    *TINY_QUICKSTART, "generate.sensitivity=true",
     "generate.metrics=['clap_score extractor_params.preset=tiny', 'avhscore extractor_params.preset=tiny']",
     "variants={two_stream: [generate.mode=two_stream], cascade: [], "
     "bidirectional: [generate.mode=cascade_bidirectional]}",
@@ -127,6 +119,9 @@ def test_audio_backbone_reads_each_condition_token_only_near_its_instant():
         a, b = attn(hidden, tokens, mask), attn(hidden, moved, mask)
     column = torch.arange(64) % 16
     changed = (a - b).abs().amax(-1)[0]
+    # Far queries give the moved token a -10000 bias: its softmax weight underflows to exactly 0 and
+    # the same kernels run on the same shapes, so their outputs are unchanged bit for bit (< 1e-6
+    # bounds an exact 0).
     assert (changed[column <= 1] > 1e-4).all() and (changed[column >= 2] < 1e-6).all()
     text_moved = tokens.clone()
     text_moved[:, 0] += 3.0
@@ -306,7 +301,9 @@ def test_cascade_reads_the_generated_video_through_its_frames(t2av_run):
     seen: list[Tensor] = []
     pipe.projector.register_forward_hook(lambda module, args, out: seen.append(args[0].cpu()))
     out = pipe(["a red ball bounces twice in front of a blue wall"], seed=0)
-    assert torch.allclose(seen[0], gen.video_vae.grid_to_sequence(encode_grids(gen.video_vae, out["video"])), atol=1e-5)
+    # the pipeline's encoding of the frames vs ours (possibly in other batches): equal up to rounding
+    # through the 4-layer conv encoder (|values| ~ 7); the sampled grid is off by 10
+    assert_close_f32(seen[0], gen.video_vae.grid_to_sequence(encode_grids(gen.video_vae, out["video"])), depth=4)
     assert not torch.allclose(seen[0], gen.video_vae.grid_to_sequence(out["video_grid"]), atol=1e-2)
 
 

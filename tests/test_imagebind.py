@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import assert_close_f32
 from sava_core.errors import SavaError
 from sava_core.registry import get_registries
 from sava_core.testing import ComponentTests
@@ -72,7 +73,9 @@ def test_checkpoint_loads_one_modality_and_matches(tmp_path, monkeypatch):
     assert set(encoder.towers.modality_trunks) == {VISION}
     video = torch.rand(1, 2, 3, 56, 56)
     expected = towers.embed(VISION, ib.normalize_frames(video[0]))
-    assert torch.allclose(encoder.encode(video)[0], expected, atol=1e-6)
+    # towers loaded from the checkpoint vs the ones saved: equal up to rounding through the 2-layer
+    # vision tower (about 6 blocks)
+    assert_close_f32(encoder.encode(video)[0], expected, depth=6)
     assert not any(p.requires_grad for p in encoder.parameters())
 
 
@@ -107,10 +110,13 @@ def test_audio_clips_remove_means_in_place_like_upstream():
     audio = 0.1 * torch.randn(16000 * 3) + 0.25  # a DC offset makes the in-place mean removal visible
     clips = ib.audio_clips(audio)
     assert clips.shape == (3, 1, 128, 204)
+    # exact: the same mean, subtraction and fbank on the same samples (same shapes, same kernels)
     assert torch.equal(clips[0], ib.clip_fbank(audio[:32000]))  # the first clip sees the raw audio
     shifted = audio.clone()
     shifted[:32000] -= shifted[:32000].mean()  # what the second clip (from 1/3 s) overlaps
     start = 16000 // 3
+    # the same ops on the same samples (equal in fact); atol = rtol = 1e-5 is about 100 float32 ulps
+    # at these |values| ~ 1, and missing the first clip's shift moves the fbank by 0.65
     assert torch.allclose(clips[1], ib.clip_fbank(shifted[start:start + 32000]), atol=1e-5)
     assert not torch.allclose(clips[1], ib.clip_fbank(audio[start:start + 32000]), atol=1e-3)
 

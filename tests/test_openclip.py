@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from conftest import assert_close_f32
 from sava_core.errors import SavaError
 from sava_core.registry import get_registries
 from sava_core.testing import ComponentTests
@@ -77,8 +78,10 @@ def test_frame_embeddings_keep_frame_order(encoder) -> None:  # type: ignore[no-
     with torch.no_grad():
         out = encoder.encode(x)
         single = encoder.model.encode_image(encoder.preprocess(x[1, 2:3]), normalize=True)
-    torch.testing.assert_close(out[1, 2], single[0])
-    torch.testing.assert_close(out.norm(dim=-1), torch.ones(2, 3))
+    # frames in batches vs one frame alone: other kernels, equal up to rounding through the 1-layer
+    # ViT (about 4 blocks: patches, attention, MLP, projection); 9e-8 seen
+    assert_close_f32(out[1, 2], single[0], depth=4)
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(2, 3))  # one norm: the float32 defaults
     assert encoder.latent_dim == EMBED and encoder.frame_rate == 8.0
     with pytest.raises(NotImplementedError, match="no latent grid"):
         encoder.encode_grid(x)
@@ -97,8 +100,11 @@ def test_text_tokens_and_pooled_embedding(text_encoder) -> None:  # type: ignore
         out = text_encoder.encode(PROMPTS)
         ids = text_encoder.tokenizer(PROMPTS)
         expected = text_encoder.model.encode_text(ids)
-    torch.testing.assert_close(out.pooled, expected)
+    # we project every token and then pool, open_clip pools and then projects: another matmul shape
+    # after the same transformer (about 2 ops); 2.4e-7 seen at |values| ~ 2
+    assert_close_f32(out.pooled, expected, depth=2)
     end = out.mask.sum(1) - 1
+    # a gather from the same tensor (equal in fact): the float32 defaults
     torch.testing.assert_close(out.tokens[torch.arange(2), end], out.pooled)  # pooled = the end-of-text token
     assert out.mask[1].sum() == 2 and out.mask[0].sum() == (ids[0] != 0).sum()
     assert text_encoder.dim == EMBED
@@ -118,8 +124,9 @@ def test_local_directory_round_trip(tmp_path: Path, encoder, text_encoder) -> No
     loaded_text = build("text_encoder", "openclip_text", pretrained=str(tmp_path / "model"))
     x = video()
     with torch.no_grad():
-        assert torch.equal(loaded.encode(x), encoder.encode(x))
-        assert torch.equal(loaded_text.encode(PROMPTS).tokens, text_encoder.encode(PROMPTS).tokens)
+        # separately loaded copies: equal up to rounding through the 1-layer towers (about 4 blocks)
+        assert_close_f32(loaded.encode(x), encoder.encode(x), depth=4)
+        assert_close_f32(loaded_text.encode(PROMPTS).tokens, text_encoder.encode(PROMPTS).tokens, depth=4)
 
 
 def test_wrong_weights_are_clear_errors(tmp_path: Path) -> None:
