@@ -87,7 +87,13 @@ def _warn_failed_plugins() -> None:
 
 
 @app.command()
-def validate(recipe: str, overrides: Overrides = None) -> None:
+def validate(
+    recipe: str,
+    overrides: Overrides = None,
+    build: Annotated[bool, typer.Option(
+        "--build", help="also build every component at its configured size on the meta device (no weights, no "
+        "memory) and run one step of each stage; print parameter counts and memory estimates")] = False,
+) -> None:
     """Check a recipe (structure and every component's parameters) without running it."""
     from sava_core.recipe import plan
 
@@ -95,6 +101,10 @@ def validate(recipe: str, overrides: Overrides = None) -> None:
     p = plan(path, overrides or [], registries())
     _warn_failed_plugins()
     typer.echo(f"{path}: valid ({len(p.variants)} variant(s), {len(p.cells)} run(s), hash {p.hash})")
+    if build:
+        from sava_core.build_check import check_build
+
+        typer.echo(check_build(p.cells[0].recipe, registries()).table())
 
 
 @app.command()
