@@ -26,7 +26,7 @@ STATS_FORMAT = "sava.ReferenceStats/1"
 
 #: Protocol keys that describe one evaluated set rather than the measurement; they may differ
 #: between comparable scores.
-PER_SET_KEYS = frozenset({"n_generated", "n_reference", "rows_generated", "rows_reference", "reference"})
+PER_SET_KEYS = frozenset({"n_generated", "n_reference", "rows_generated", "rows_reference", "reference", "n_undefined"})
 
 
 class ProtocolMismatchError(SavaError):

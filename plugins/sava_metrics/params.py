@@ -161,3 +161,7 @@ class CAVPSimParams(CosineParams):
     """Per clip, mean over time steps of cos(CAVP video step, CAVP audio step); mean over clips."""
 
     extractor: str = "cavp"
+
+
+class AVAlignParams(StrictModel):
+    """AV-Align has no settings: its protocol is the reference implementation's (sava_metrics.avalign)."""

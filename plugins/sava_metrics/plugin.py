@@ -36,3 +36,5 @@ def sava_register(registry) -> None:  # type: ignore[no-untyped-def]
     for name, cls, params, summary in _METRICS:
         registry.register("metric", name, f"sava_metrics.metrics:{cls}", params=f"sava_metrics.params:{params}",
                           summary=summary)
+    registry.register("metric", "av_align", "sava_metrics.avalign:AVAlign", params="sava_metrics.params:AVAlignParams",
+                      summary="AV-Align: IoU of audio onsets and optical-flow peaks (OpenCV, librosa), no weights")

@@ -1,0 +1,124 @@
+"""AV-Align (Yariv et al., "Diverse and Aligned Audio-to-Video Generation via Text-to-Video Model
+Adaptation", AAAI 2024): the intersection over union of audio onsets and motion peaks, with no
+learned weights.
+
+The protocol is the reference implementation's (github.com/guyyariv/TempoTokens, ``av_align.py``
+at commit bf0b1e3), with OpenCV and librosa doing what they do there:
+
+* video: each frame as 8-bit BGR, to grey with ``cv2.cvtColor``; Farneback optical flow between
+  consecutive frames (``pyr_scale`` 0.5, 3 levels, window 15, 3 iterations, ``poly_n`` 5,
+  ``poly_sigma`` 1.2); the mean flow magnitude per frame pair, the first pair counted twice (so
+  value i belongs to frame i); a motion peak is a strict local maximum of at least 0.1 px, at
+  time i / fps;
+* audio: mono, resampled to 22,050 Hz (``librosa.load``'s default, soxr_hq), onsets by
+  ``librosa.onset.onset_detect`` on ``onset_strength`` (defaults);
+* per clip: the number of audio onsets within (strictly) one frame of a not yet matched motion
+  peak, over |onsets| + |peaks| - matches; the score is the mean over clips.
+
+A clip with neither an onset nor a motion peak has no defined IoU (the reference divides by zero):
+it is left out of the mean and counted in the protocol's ``n_undefined``. OpenCV
+(opencv-python-headless) and librosa are dependencies of sava.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from sava_core.clips import MediaItem
+from sava_core.contracts import Metric, Score
+from sava_core.errors import SavaError
+from sava_core.registry import Registries
+from sava_metrics.params import AVAlignParams
+
+SAMPLE_RATE = 22050
+FLOW_THRESHOLD = 0.1
+REFERENCE = "github.com/guyyariv/TempoTokens av_align.py @ bf0b1e3"
+
+
+def _libraries() -> tuple[Any, Any]:
+    try:
+        import cv2
+        import librosa
+    except ImportError as err:
+        raise SavaError(f"metric av_align needs OpenCV and librosa ({err.name} is missing): "
+                        'pip install opencv-python-headless librosa (both are dependencies of sava)') from None
+    return cv2, librosa
+
+
+def motion_peaks(video: Any, fps: float) -> list[float]:
+    """Times (s) of the motion peaks of ``video`` (F, 3, H, W) in [0, 1] at ``fps``."""
+    cv2, _ = _libraries()
+    frames = (video.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    grey = [cv2.cvtColor(np.ascontiguousarray(f[..., ::-1]), cv2.COLOR_BGR2GRAY) for f in frames]  # RGB -> BGR
+
+    def magnitude(a: np.ndarray, b: np.ndarray) -> float:
+        flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        return float(cv2.mean(cv2.magnitude(flow[..., 0], flow[..., 1]))[0])
+
+    if len(grey) < 2:
+        return []
+    trajectory = [magnitude(grey[0], grey[1])] + [magnitude(grey[i - 1], grey[i]) for i in range(1, len(grey))]
+    return [i / fps for i in range(1, len(trajectory) - 1)
+            if trajectory[i - 1] < trajectory[i] > trajectory[i + 1] and trajectory[i] >= FLOW_THRESHOLD]
+
+
+def audio_onsets(audio: Any, sample_rate: int) -> list[float]:
+    """Times (s) of the onsets of ``audio`` (C, S) in [-1, 1] at ``sample_rate`` Hz."""
+    _, librosa = _libraries()
+    y = audio.double().mean(0).numpy().astype(np.float32)
+    if sample_rate != SAMPLE_RATE:
+        y = librosa.resample(y, orig_sr=sample_rate, target_sr=SAMPLE_RATE, res_type="soxr_hq")
+    envelope = librosa.onset.onset_strength(y=y, sr=SAMPLE_RATE)
+    frames = librosa.onset.onset_detect(onset_envelope=envelope, sr=SAMPLE_RATE)
+    return [float(t) for t in librosa.frames_to_time(frames, sr=SAMPLE_RATE)]
+
+
+def peak_iou(onsets: Sequence[float], peaks: Sequence[float], fps: float) -> float | None:
+    """Onsets within one frame of an unmatched peak, over the union; None when both are empty."""
+    if not onsets and not peaks:
+        return None
+    used = [False] * len(peaks)
+    matched = 0
+    for onset in onsets:
+        for j, peak in enumerate(peaks):
+            if not used[j] and peak - 1 / fps < onset < peak + 1 / fps:
+                matched += 1
+                used[j] = True
+                break
+    return matched / (len(onsets) + len(peaks) - matched)
+
+
+class AVAlign(Metric):
+    """``av_align``: mean over clips of :func:`peak_iou` (in [0, 1]; higher is better aligned)."""
+
+    Params = AVAlignParams
+    needs = frozenset({"video", "audio"})
+
+    def __init__(self, params: AVAlignParams, *, registries: Registries):
+        self.params = params
+        _libraries()
+
+    def protocol(self) -> dict[str, Any]:
+        cv2, librosa = _libraries()
+        return {"metric": "av_align", "reference": REFERENCE,
+                "definition": "IoU of librosa onsets (mono, 22050 Hz) and Farneback optical-flow peaks (>= 0.1 px), "
+                              "matched within one frame; mean over clips with any peak",
+                "opencv": cv2.__version__, "librosa": librosa.__version__}
+
+    def compute(self, generated: Sequence[MediaItem], reference: Any = None) -> Score:
+        scores, undefined = [], 0
+        for clip in generated:
+            assert clip.video is not None and clip.audio is not None and clip.fps and clip.sample_rate
+            iou = peak_iou(audio_onsets(clip.audio, clip.sample_rate), motion_peaks(clip.video, clip.fps), clip.fps)
+            if iou is None:
+                undefined += 1
+            else:
+                scores.append(iou)
+        if not scores:
+            raise SavaError(f"metric av_align: none of the {undefined} clip(s) has an audio onset or a motion peak")
+        return Score({"av_align": float(np.mean(scores))},
+                     {**self.protocol(), "n_generated": len(scores) + undefined, "n_undefined": undefined})
