@@ -339,8 +339,8 @@ class Metric(Component, ABC):
     :meth:`compute` (class attributes, or instance attributes set in ``__init__`` when they depend on
     the parameters):
 
-    * ``needs``: what every generated clip must have (a clip without it is an error naming the
-      clip, before the metric sees it);
+    * ``needs``: what every generated clip must have (a clip without it is skipped and listed with the
+      reason, or, with ``strict``, an error naming the clip, before the metric sees it);
     * ``needs_reference``: the metric compares with a reference set; the driver then reduces the
       reference clips with :meth:`reference_stats` once (or loads statistics saved earlier) and
       passes the :class:`~sava_core.protocol.ReferenceStats` to :meth:`compute`; without it

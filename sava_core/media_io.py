@@ -12,7 +12,9 @@ the audio track S / sample_rate, so they agree within one frame when S / sample_
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from fractions import Fraction
 from itertools import cycle
 from pathlib import Path
@@ -98,6 +100,113 @@ def read_mp4(path: str | Path) -> tuple[Tensor, Tensor, float, int]:
             samples = samples[:, : round(float(astream.duration * time_base(astream)) * sample_rate)]
     video = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
     return video, torch.from_numpy(samples.astype(np.float32)), fps, sample_rate
+
+
+@contextmanager
+def _opened(source: str | Path | av.container.InputContainer) -> Iterator[av.container.InputContainer]:
+    """``source`` opened for reading (and closed after), or the open container itself (left open)."""
+    if isinstance(source, (str, Path)):
+        with av.open(str(source)) as container:
+            yield container
+    else:
+        yield source
+
+
+def source_frame(k: int, source_fps: float, fps: float | None) -> int:
+    """The source frame that output frame ``k`` at ``fps`` shows: the nearest earlier one,
+    floor(k * source_fps / fps + 1e-6) (``k`` itself when ``fps`` is None or equals the source rate)."""
+    if fps is None or abs(fps - source_fps) <= 1e-6:
+        return k
+    return math.floor(k * source_fps / fps + 1e-6)
+
+
+def output_frames(n_source: int, source_fps: float, fps: float | None) -> int:
+    """How many output frames at ``fps`` ``n_source`` source frames give: int(n / source_fps * fps + 1e-6)
+    (the whole output periods within the video; ``n_source`` when ``fps`` is None or the source rate)."""
+    if fps is None or abs(fps - source_fps) <= 1e-6:
+        return n_source
+    return int(n_source / source_fps * fps + 1e-6)
+
+
+def read_mp4_video(source: str | Path | av.container.InputContainer, *, fps: float | None = None, stride: int = 1,
+                   frames: int | None = None,
+                   transform: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, float, int]:
+    """Decode only the frames a reader samples, transforming each as it is decoded.
+
+    Output frame k at ``fps`` (None: the source rate) shows source frame :func:`source_frame`;
+    of those, every ``stride``-th from the first is kept, at most ``frames`` of them (None: all), and
+    decoding stops once they are known. A kept frame is converted to float (1, 3, H, W) in [0, 1]
+    (uint8 / 255, as :func:`read_mp4`) and passed through ``transform`` (e.g. a resize) at once, so
+    no more than one source-size float frame exists at a time; without ``transform`` the kept frames
+    stay uint8 until the end. Returns (frames (F, 3, h, w) float, the source fps, source frames
+    decoded); F may fall short of ``frames`` when the clip is too short. ``source``: a file, or a
+    container opened with ``av.open`` and not yet read (left open). Raises PyAV's errors.
+    """
+    def convert(frame: av.VideoFrame) -> Any:
+        rgb = _rgb24(frame)
+        if transform is None:
+            return rgb
+        return transform(torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div_(255))
+
+    picked: list[tuple[int, Any]] = []  # (output position before the stride, converted frame)
+    k, n, last = 0, 0, None
+    with _opened(source) as container:
+        vstream = container.streams.video[0]
+        source_fps = float(vstream.average_rate or vstream.guessed_rate or 0)
+        if not source_fps and fps is not None:
+            raise ValueError("the video stream records no frame rate, so it cannot be resampled")
+        for frame in container.decode(vstream):
+            i, n, last = n, n + 1, frame
+            converted = None
+            while (frames is None or len(picked) < frames) and source_frame(k, source_fps, fps) == i:
+                converted = convert(frame) if converted is None else converted
+                picked.append((k, converted))
+                k += stride
+            if frames is not None and len(picked) >= frames and output_frames(n, source_fps, fps) > picked[-1][0]:
+                break
+        total = output_frames(n, source_fps, fps)
+        picked = [(j, f) for j, f in picked if j < total]
+        # positions inside the video whose source frame lies past the last one decoded show the last frame
+        while last is not None and (frames is None or len(picked) < frames) and k < total:
+            picked.append((k, convert(last)))
+            k += stride
+    if not picked:
+        return torch.zeros(0, 3, 0, 0), source_fps, n
+    if transform is not None:
+        return torch.cat([f for _, f in picked]), source_fps, n
+    h, w = picked[0][1].shape[:2]
+    video = torch.empty(len(picked), h, w, 3)  # (F, H, W, 3): the memory layout read_mp4 gives
+    for j, (_, rgb) in enumerate(picked):
+        video[j] = torch.from_numpy(rgb).float().div_(255)
+    return video.permute(0, 3, 1, 2), source_fps, n
+
+
+def _rgb24(frame: av.VideoFrame) -> np.ndarray:
+    """A frame as uint8 (H, W, 3), converted on this thread: swscale's own threads, interleaved with
+    torch's (which spin between operations), made decoding small clips several times slower."""
+    try:
+        return frame.to_ndarray(format="rgb24", threads=1)
+    except TypeError:  # PyAV without the `threads` option
+        return frame.to_ndarray(format="rgb24")
+
+
+def read_mp4_audio(source: str | Path | av.container.InputContainer) -> tuple[Tensor, int, int | None]:
+    """The first audio stream of an mp4 as :func:`read_mp4` reads it, without touching the video:
+    (audio (C, S) float32, sample rate, the samples the track records or None). S is at most the
+    recorded count (encoder padding dropped); fewer means the track's data ends early. ``source``:
+    a file, or a container opened with ``av.open`` and not yet read (left open)."""
+    with _opened(source) as container:
+        astream = container.streams.audio[0]
+        sample_rate = astream.codec_context.sample_rate
+        channels = astream.codec_context.layout.nb_channels
+        chunks = [frame.to_ndarray() if frame.format.is_planar else frame.to_ndarray().reshape(-1, channels).T
+                  for frame in container.decode(astream)]
+        recorded = (round(float(astream.duration * time_base(astream)) * sample_rate)
+                    if astream.duration is not None else None)
+    samples: Any = np.concatenate(chunks, axis=1) if chunks else np.zeros((channels, 0), np.float32)
+    if recorded is not None:
+        samples = samples[:, :recorded]
+    return torch.from_numpy(samples.astype(np.float32)), sample_rate, recorded
 
 
 def write_wav(path: str | Path, audio: Tensor, sample_rate: int) -> None:

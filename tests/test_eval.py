@@ -157,12 +157,16 @@ def test_manifest_and_audio_only_clips(sets, tmp_path):
 
 
 def test_what_a_metric_needs_is_checked_clip_by_clip(tmp_path):
-    """A metric declares what it reads; a clip without it is named before the metric runs."""
+    """A metric declares what it reads; a clip without it is left out and listed (with --strict: an
+    error naming the clip) before the metric sees it."""
     for i in range(2):
         write_wav(tmp_path / "wavs" / f"w{i}.wav", _clip(i, True)[1], RATE)
     (tmp_path / "wavs" / "w0.txt").write_text("noise")
+    result = evaluate(tmp_path / "wavs", ["clap_score extractor_params.preset=tiny"])
+    assert result.scores[0]["protocol"]["n_generated"] == 1
+    assert [(s["id"], s["reason"], s["metrics"]) for s in result.skipped] == [("w1", "no caption", ["clap_score"])]
     with pytest.raises(SavaError, match=r"needs caption; clip 'w1' \(.*w1.wav\) has none; add a <stem>.txt caption"):
-        evaluate(tmp_path / "wavs", ["clap_score extractor_params.preset=tiny"])
+        evaluate(tmp_path / "wavs", ["clap_score extractor_params.preset=tiny"], strict=True)
 
 
 def test_a_third_party_metric_runs_in_sava_eval(with_example_plugin, example_site, sets, tmp_path):
@@ -219,3 +223,238 @@ def test_metric_specs_parse_yaml_values_and_dotted_keys():
     assert req.params == {"extractor_params": {"clip_seconds": 4, "preset": "tiny"}, "infinity": True}
     with pytest.raises(SavaError, match="not key=value"):
         parse_metric_spec("fad preset")
+
+
+# ------------------------------------------------------------------------------------------ streaming, skipped clips
+
+
+def _video_only_mp4(path, frames: int = 16, side: int = SIDE) -> None:
+    """An mp4 with a video stream and no audio track."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=int(FPS))
+        stream.width, stream.height, stream.pix_fmt = side, side, "yuv420p"
+        for k in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((side, side, 3), 10 * k, np.uint8), format="rgb24")
+            frame.pts = k
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def _copy_set(src, dst, ids=IDS):
+    import shutil
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for cid in ids:
+        for suffix in (".mp4", ".txt"):
+            shutil.copy(src / f"{cid}{suffix}", dst / f"{cid}{suffix}")
+    return dst
+
+
+def test_clips_are_decoded_as_the_extractor_asks(tmp_path):
+    """Each extractor states the frames and size it reads; the reader decodes only those (resized as
+    decoded, no audio for a video tower) and the result equals preparing the whole clip in memory."""
+    from conftest import assert_close_f32
+    from sava_core.clips import read_clip, with_request
+    from sava_core.media_io import read_mp4
+    from sava_core.registry import get_registries
+
+    g = torch.Generator().manual_seed(0)
+    write_mp4(tmp_path / "c.mp4", torch.rand(37, 3, 40, 56, generator=g), 7.5,
+              0.3 * torch.rand(1, round(37 / 7.5 * RATE), generator=g), RATE)
+    video, audio, fps, rate = read_mp4(tmp_path / "c.mp4")
+    whole = read_clip(tmp_path / "c.mp4", "c")
+    assert torch.equal(whole.video, video) and torch.equal(whole.audio, audio) and whole.request is None
+    clips = ClipSet.from_path(tmp_path)
+    extractors = get_registries()["extractor"]
+    for name, params, frames in [
+        ("i3d", {"frames": 8}, 8), ("i3d", {"frames": 5, "frame_stride": 3}, 5), ("i3d", {"frames": 4, "fps": 2.0}, 4),
+        ("i3d", {"frames": 9, "fps": 20.0, "frame_stride": 2}, 9), ("i3d", {"frames": 37}, 37),
+        ("cavp", {}, 19), ("cavp", {"clip_seconds": 2.0}, 8), ("imagebind", {}, 37),
+    ]:
+        extractor = extractors.build(name, {"preset": "tiny", "size": 24, **params})
+        item = with_request(clips, extractor.reads())[0]
+        assert item.audio is None and item.streams == {"video", "audio"}, name
+        assert tuple(item.video.shape) == (frames, 3, 24, 24), (name, params)
+        from_disk = extractor.prepare(item)
+        in_memory = extractor.prepare(type(item)("c", video, fps, audio, rate))
+        assert_close_f32(from_disk, in_memory, msg=f"{name} {params}")  # the same resize, frame by frame
+    fad = extractors.build("vggish", {"preset": "tiny"})
+    item = with_request(clips, fad.reads())[0]
+    assert item.video is None and torch.equal(item.audio, audio)
+
+
+def test_bad_clips_are_listed_and_skipped(sets, tmp_path):
+    gen = _copy_set(sets / "bright", tmp_path / "gen")
+    (gen / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
+    (gen / "empty.mp4").write_bytes(b"")
+    _video_only_mp4(gen / "silent.mp4")
+    _video_only_mp4(gen / "short.mp4", frames=8)
+    out = tmp_path / "scores.json"
+    result = evaluate(gen, [FVD, FAD], reference=sets / "dark", out=out)
+    n = {s["label"]: s["protocol"]["n_generated"] for s in result.scores}
+    assert n == {"fvd": N + 1, "fad": N}  # the silent clip counts for FVD only
+    reasons = {(s["id"], tuple(s["metrics"])): s["reason"] for s in result.skipped}
+    assert reasons.keys() == {("broken", ("fvd", "fad")), ("empty", ("fvd", "fad")), ("silent", ("fad",)),
+                              ("short", ("fvd",)), ("short", ("fad",))}
+    assert reasons["broken", ("fvd", "fad")].startswith("not readable media")
+    assert reasons["empty", ("fvd", "fad")] == "empty file (0 bytes)"
+    assert reasons["silent", ("fad",)] == "no audio"
+    assert reasons["short", ("fvd",)].startswith("too short: 8 frame(s) after sampling")
+    assert all(s["set"] == "generated" and s["path"].startswith(str(gen)) for s in result.skipped)
+    assert json.loads(out.read_text())["skipped"] == result.skipped
+    # FAD on the rest equals FAD on a folder of the good clips alone
+    clean = evaluate(_copy_set(sets / "bright", tmp_path / "clean"), [FAD], reference=sets / "dark")
+    assert clean.scores[0]["values"] == result.scores[1]["values"]
+
+    printed = _cli(str(gen), "--reference", str(sets / "dark"), "--metric", FAD)
+    assert printed.exit_code == 0, printed.output + repr(printed.exception)
+    assert "skipped" in printed.output and f"{gen / 'empty.mp4'}: empty file (0 bytes) [fad]" in printed.output
+    strict = run_cli("eval", str(gen), "--reference", str(sets / "dark"), "--metric", FAD, "--strict")
+    assert strict.returncode == 2 and "broken.mp4" in strict.stderr and "not readable media" in strict.stderr
+    mixed = _copy_set(sets / "bright", tmp_path / "mixed", IDS[:2])
+    _video_only_mp4(mixed / "silent.mp4")
+    with pytest.raises(SavaError, match=r"metric 'fad' .* needs audio; clip 'silent' \(.*silent.mp4\) has none"):
+        evaluate(mixed, [FAD], reference=sets / "dark", strict=True)
+
+
+def test_a_paired_metric_leaves_out_the_pairs_of_skipped_reference_clips(sets, tmp_path):
+    ref = _copy_set(sets / "dark", tmp_path / "ref")
+    (ref / "clip1.mp4").write_bytes(b"not an mp4 at all")
+    result = evaluate(sets / "bright", ["kl extractor_params.preset=tiny"], reference=ref)
+    protocol = result.scores[0]["protocol"]
+    assert protocol["n_generated"] == protocol["pairs"] == N - 1 and protocol["n_reference"] == N - 1
+    assert [(s["set"], s["id"]) for s in result.skipped] == [("generated", "clip1"), ("reference", "clip1")]
+    assert result.skipped[0]["reason"].startswith(f"its reference clip {ref / 'clip1.mp4'} was skipped")
+
+
+def test_a_clip_one_pass_cannot_read_is_left_out_of_every_pass(sets, tmp_path, monkeypatch):
+    """AVHScore reads video and audio in two passes; a clip whose audio fails after its video was
+    used is left out of both (the metric runs again), so the pairs stay aligned."""
+    import sava_core.media_io as media_io
+
+    read_audio = media_io.read_mp4_audio
+
+    def failing(path):
+        if "clip2" in str(path):
+            raise ValueError("corrupt audio packet")
+        return read_audio(path)
+
+    metric = "avhscore extractor_params.preset=tiny extractor_params.size=32"
+    monkeypatch.setattr(media_io, "read_mp4_audio", failing)
+    result = evaluate(sets / "dark", [metric])
+    assert [(s["id"], s["reason"]) for s in result.skipped] == [("clip2", "audio decode error: corrupt audio packet")]
+    monkeypatch.setattr(media_io, "read_mp4_audio", read_audio)
+    without = evaluate(_copy_set(sets / "dark", tmp_path / "three", ["clip0", "clip1", "clip3"]), [metric])
+    assert result.scores[0]["protocol"]["n_generated"] == 3
+    assert result.scores[0]["values"] == pytest.approx(without.scores[0]["values"], rel=1e-6)
+
+
+def test_a_set_without_any_usable_clip_is_an_error(sets, tmp_path):
+    (tmp_path / "bad").mkdir()
+    for i in range(2):
+        (tmp_path / "bad" / f"b{i}.mp4").write_bytes(b"garbage")
+    with pytest.raises(SavaError, match=r"metric 'fad' .*no usable clip in .*bad: cannot read .*b0.mp4 as an mp4: "
+                                        r"not readable media .*\(and 1 more clip\(s\) skipped\)"):
+        evaluate(tmp_path / "bad", [FAD], reference=sets / "dark")
+
+
+# ------------------------------------------------------------------------------------------ TorchScript I3D
+
+
+def _scripted_i3d(path, net, shape):
+    """A TorchScript I3D as StyleGAN-V's file is called (rescale / resize / return_features), built
+    from ``net`` traced (its forward loops over named blocks, which scripting cannot) inside a
+    scripted wrapper."""
+    import warnings
+
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Detector(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.detector = inner
+
+        def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                    return_features: bool = False) -> torch.Tensor:
+            if rescale:
+                x = x / 127.5 - 1
+            if resize:
+                x = F.interpolate(x, size=(x.shape[2], 224, 224), mode="trilinear", align_corners=False)
+            return self.detector(x)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent padding
+        torch.jit.script(Detector(torch.jit.trace(net, torch.zeros(shape)))).save(str(path))
+
+
+def test_a_torchscript_i3d_converts_to_a_state_dict_the_extractor_loads(tmp_path):
+    from sava_metrics.common import build_model, load_into, load_state_dict_file
+    from sava_metrics.i3d import InceptionI3d, convert_torchscript
+
+    shape = (1, 3, 16, 64, 64)
+    source = build_model("tiny", 3, lambda: InceptionI3d(400, divisor=16))
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    _scripted_i3d(tmp_path / "i3d_torchscript.pt", source, shape)
+    assert next(iter(torch.jit.load(str(tmp_path / "i3d_torchscript.pt")).state_dict())).startswith("detector.")
+    with pytest.raises(SavaError, match="weights_only=True"):
+        load_state_dict_file(tmp_path / "i3d_torchscript.pt")  # why the conversion exists
+    out = convert_torchscript(tmp_path / "i3d_torchscript.pt", tmp_path / "i3d.safetensors",
+                              InceptionI3d(400, divisor=16), shape)
+    net = InceptionI3d(400, divisor=16).eval()
+    load_into(net, load_state_dict_file(out), "i3d", out, "tiny I3D")
+    assert torch.equal(net(x), source(x))
+
+    # another port's names (BatchNorm as `batch3d`): placed by order and shape, then checked by running both
+    renamed = _batch3d_names(build_model("tiny", 4, lambda: InceptionI3d(400, divisor=16)))
+    _scripted_i3d(tmp_path / "renamed.pt", renamed, shape)
+    assert any(".batch3d." in k for k in torch.jit.load(str(tmp_path / "renamed.pt")).state_dict())
+    out = convert_torchscript(tmp_path / "renamed.pt", tmp_path / "renamed.safetensors",
+                              InceptionI3d(400, divisor=16), shape)
+    load_into(net, load_state_dict_file(out), "i3d", out, "tiny I3D")
+    assert torch.equal(net(x), renamed(x))
+
+    with pytest.raises(SavaError, match="tensors do not match Inception-I3D's"):
+        convert_torchscript(tmp_path / "i3d_torchscript.pt", tmp_path / "x.safetensors",
+                            InceptionI3d(400, divisor=8), shape)
+    _scripted_i3d(tmp_path / "other.pt", _Doubled(source), shape)
+    with pytest.raises(SavaError, match=r"outputs differ .*max abs difference"):  # same tensors, another function
+        convert_torchscript(tmp_path / "other.pt", tmp_path / "x.safetensors", InceptionI3d(400, divisor=16), shape)
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+class _Batch3dUnit(torch.nn.Module):
+    """A Unit3D under another port's names (its BatchNorm called ``batch3d``), computing the same."""
+
+    def __init__(self, unit):
+        super().__init__()
+        self.conv3d, self.batch3d, self.kernel, self.stride = unit.conv3d, unit.bn, unit.kernel, unit.stride
+
+    def forward(self, x):
+        from sava_metrics.i3d import _pad3d
+
+        return torch.relu(self.batch3d(self.conv3d(_pad3d(x, self.kernel, self.stride))))
+
+
+def _batch3d_names(net):
+    from sava_metrics.i3d import Unit3D
+
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Unit3D) and not child.is_logits:
+                setattr(parent, name, _Batch3dUnit(child))
+    return net
+
+
+class _Doubled(torch.nn.Module):
+    """The same tensors computing something else (inputs doubled)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(2 * x)

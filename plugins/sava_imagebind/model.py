@@ -280,6 +280,16 @@ class ImageBindTowers(nn.Module):
     def forward(self, modality: str, x: Tensor) -> Tensor:
         return self.modality_postprocessors[modality](self.head_output(modality, x))
 
+    def embed_views(self, modality: str, x: Tensor, chunk: int = 32) -> Tensor:
+        """Upstream's ``reduce_list`` for inputs of several views per item: (B, S, *input) -> (B, out_dim),
+        the mean over the S views (clips, crops) of their unit-norm embeddings (not renormalised; upstream
+        averages after the postprocessor, whose logit scale a cosine does not see). A vision view may be a
+        clip (3, T, H, W): ``PadIm2Video`` repeats only single frames, so T = 2 gives one temporal patch."""
+        b, s = x.shape[:2]
+        flat = x.reshape(b * s, *x.shape[2:])
+        rows = torch.cat([self.embed(modality, flat[i:i + chunk]) for i in range(0, len(flat), chunk)])
+        return rows.reshape(b, s, -1).mean(1)
+
 
 # ------------------------------------------------------------------------------------------ weights
 
@@ -400,3 +410,24 @@ def audio_clips(audio: Tensor) -> Tensor:
         view -= view.mean()
         out.append(_fbank(view))
     return torch.stack(out)
+
+
+def spatial_crops(frames: Tensor, size: int) -> Tensor:
+    """ImageBind's ``SpatialCrop(size, 3)`` (``uniform_crop``): (..., H, W) -> (3, ..., size, size), the
+    left, centre and right squares along the long side (top, centre, bottom when H > W; three equal
+    crops when H == W), the centre at offset ceil((L - size) / 2)."""
+    h, w = frames.shape[-2:]
+    y, x = math.ceil((h - size) / 2), math.ceil((w - size) / 2)
+    if h > w:
+        boxes = [(0, x), (y, x), (h - size, x)]
+    else:
+        boxes = [(y, 0), (y, x), (y, w - size)]
+    return torch.stack([frames[..., top:top + size, left:left + size] for top, left in boxes])
+
+
+def frame_pair_clips(crops: Tensor) -> Tensor:
+    """av-benchmark's ``encode_video_with_imagebind``: crops (K, T, 3, H, W) -> (T - 1) * K two-frame clips
+    (3, 2, H, W), frames (i, i + 1) of every crop, ordered clip-major ((T - 1, K) flattened) as upstream."""
+    k, t = crops.shape[:2]
+    pairs = torch.stack([crops[:, i:i + 2] for i in range(t - 1)])  # (T - 1, K, 2, 3, H, W)
+    return pairs.flatten(0, 1).transpose(1, 2)  # (N, 3, 2, H, W)

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 import torchaudio
 from torch import Tensor, nn
 
-from sava_core.clips import MediaItem
+from sava_core.clips import ClipRequest, MediaItem
 from sava_core.contracts import Features
 from sava_core.errors import SavaError
 from sava_metrics.common import (
@@ -58,9 +58,9 @@ from sava_metrics.common import (
     MediaExtractor,
     build_model,
     fit_length,
-    frames_of,
     load_state_dict_file,
     mono_at,
+    requested_frames,
     verify_checkpoint,
 )
 from sava_metrics.panns import ConvBlock
@@ -239,13 +239,24 @@ class CAVP(MediaExtractor):
             self.net = build_model("published", 0, lambda: CAVPNet(PUBLISHED_CONFIG))
             self.ignored_keys = load_cavp(path, self.net)
 
+    def reads(self) -> ClipRequest:
+        p = self.params
+        if p.tower != "video":
+            return super().reads()
+        return ClipRequest(video=True, audio=False, fps=FPS,
+                           frames=None if p.clip_seconds is None else round(p.clip_seconds * FPS),
+                           frame_transform=self.transform_frames, by=f"extractor {self.name} (video)")
+
+    def transform_frames(self, frames: Tensor) -> Tensor:
+        """(F, 3, H, W) in [0, 1] -> (F, 3, size, size): bilinear with antialias, no crop, clamped to [0, 1]."""
+        size = self.params.size
+        return F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False,
+                             antialias=True).clamp(0, 1)
+
     def prepare(self, item: MediaItem) -> Tensor:
         p = self.params
         if p.tower == "video":
-            frames = None if p.clip_seconds is None else round(p.clip_seconds * FPS)
-            video = frames_of(item, self.name, fps=FPS, frames=frames)
-            return F.interpolate(video, size=(p.size, p.size), mode="bilinear", align_corners=False,
-                                 antialias=True).clamp(0, 1)
+            return requested_frames(item, self.reads(), self.name)
         audio = mono_at(item, SAMPLE_RATE, self.name)
         if p.clip_seconds is not None:
             audio = fit_length(audio, round(p.clip_seconds * SAMPLE_RATE))

@@ -1,5 +1,6 @@
 """What every evaluation extractor shares: checkpoint verification and loading, input preparation
-(resampling, mono, clip length, frame selection, resizing) and per-clip batching.
+(resampling, mono, clip length, frame selection, resizing), what it asks the clip reader for
+(:meth:`MediaExtractor.reads`) and per-clip batching.
 
 Weights are read only from the local path in ``checkpoint`` and only after their sha256 matches;
 pickled checkpoints go through ``torch.load(weights_only=True)``. Nothing is ever downloaded.
@@ -18,7 +19,7 @@ import torchaudio.functional as AF
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from sava_core.clips import MediaItem
+from sava_core.clips import ClipRequest, MediaItem, with_request
 from sava_core.contracts import FeatureExtractor, Features
 from sava_core.errors import SavaError
 from sava_core.io import file_sha256
@@ -66,7 +67,10 @@ def load_state_dict_file(path: Path, nested: Sequence[str] = ("model", "state_di
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors come in many types
-        raise SavaError(f"checkpoint {path} cannot be read as a plain state dict (weights_only=True): {err}") from None
+        hint = (" It is a TorchScript archive: convert it to a state dict once (docs/metrics.md, \"Weights\")."
+                if "TorchScript" in str(err) else "")
+        raise SavaError(f"checkpoint {path} cannot be read as a plain state dict (weights_only=True): {err}"
+                        + hint) from None
     for key in nested:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -141,6 +145,21 @@ def frames_of(item: MediaItem, name: str, *, fps: float | None = None, frames: i
     return video.float()
 
 
+def requested_frames(item: MediaItem, request: ClipRequest, name: str) -> Tensor:
+    """The frames ``request`` asks for (sampled as :func:`frames_of`, then its ``frame_transform``):
+    as the clip reader already decoded them (``item.request == request``), or, for a whole clip held
+    in memory, sampled and transformed here."""
+    if item.video is None or item.fps is None:
+        raise SavaError(f"extractor {name}: clip {item.id} ({item.source or 'in memory'}) has no video")
+    if item.request is not None:
+        if item.request != request:
+            raise SavaError(f"extractor {name}: clip {item.id} was decoded for another reader ({item.request.by}); "
+                            "read it again for this one")
+        return item.video.float()
+    video = frames_of(item, name, fps=request.fps, frames=request.frames, stride=request.frame_stride)
+    return request.frame_transform(video) if request.frame_transform is not None else video
+
+
 def resize_frames(video: Tensor, size: int, mode: str) -> Tensor:
     """(F, 3, H, W) -> (F, 3, size, size): ``bilinear`` (align_corners=False, no antialias, no crop),
     or ``bicubic-short-side+center-crop`` (short side to ``size`` with antialias, then centre crop)."""
@@ -169,12 +188,22 @@ class MediaExtractor(FeatureExtractor):
     rows: ClassVar[str] = "clip"
     name: ClassVar[str]
 
+    def reads(self) -> ClipRequest:
+        """What :meth:`prepare` reads of a clip, for the clip reader to decode only that: by default
+        the extractor's modality, whole (a caption alone for text). A video extractor states the
+        frames its protocol samples and the transform (resize) each one gets as it is decoded, so
+        that a clip is never held at its source resolution."""
+        return ClipRequest(video=self.modality == "video", audio=self.modality == "audio", by=f"extractor {self.name}")
+
     def prepare(self, item: MediaItem) -> Any:
         raise NotImplementedError
 
     def features(self, items: Sequence[MediaItem] | Any, batch_size: int) -> Iterator[tuple[str, Features]]:
         """(clip id, that clip's :class:`Features`) for each clip, computed in batches of up to
-        ``batch_size`` clips whose prepared inputs share a shape."""
+        ``batch_size`` clips whose prepared inputs share a shape. Clips read from disk are decoded as
+        :meth:`reads` asks (:func:`sava_core.clips.with_request`), one at a time: at most
+        ``batch_size`` prepared inputs and one clip being decoded are held at once."""
+        items = with_request(items, self.reads())
         pending: list[tuple[str, Any]] = []
 
         def flush() -> Iterator[tuple[str, Features]]:

@@ -5,8 +5,9 @@ the TF-Hub/DeepMind model ported with TF "SAME" padding): ``Conv3d_1a_7x7``, ``C
 ``Conv3d_2c_3x3``, ``Mixed_3b`` ... ``Mixed_5c`` (branches ``b0``, ``b1a``, ``b1b``, ``b2a``, ``b2b``,
 ``b3b``, each ``conv3d`` + ``bn`` with eps 1e-3) and ``logits.conv3d`` (1024 -> 400, with bias).
 Published files with these keys: ``rgb_imagenet.pt`` (piergiaj) and ``i3d_pretrained_400.pt``
-(VideoGPT / common FVD code). StyleGAN-V's ``i3d_torchscript.pt`` is a TorchScript archive and is
-not loaded here (see docs/metrics.md).
+(VideoGPT / common FVD code). StyleGAN-V's ``i3d_torchscript.pt`` is a TorchScript archive, which
+the weights-only loader refuses; :func:`convert_torchscript` turns it into a safetensors file once
+(its tensors placed on this architecture and checked by running both networks; docs/metrics.md).
 
 FVD features: the 400 logits, averaged over the remaining time steps, of ``frames`` frames resized
 bilinearly to ``size`` x ``size`` without crop and scaled to [-1, 1] (the StyleGAN-V protocol's
@@ -16,20 +17,24 @@ pool over what is left, which is identical at the published size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sava_core.clips import MediaItem
+from sava_core.clips import ClipRequest, MediaItem
 from sava_core.contracts import Features
+from sava_core.errors import SavaError
+from sava_core.io import atomic_path
 from sava_metrics.common import (
     MediaExtractor,
     build_model,
-    frames_of,
     load_into,
     load_state_dict_file,
+    requested_frames,
     resize_frames,
     verify_checkpoint,
 )
@@ -158,10 +163,17 @@ class I3D(MediaExtractor):
             self.net = build_model("published", 0, InceptionI3d)
             load_into(self.net, load_state_dict_file(path), self.name, path, PUBLISHED)
 
-    def prepare(self, item: MediaItem) -> Tensor:
+    def reads(self) -> ClipRequest:
         p = self.params
-        video = frames_of(item, self.name, fps=p.fps, frames=p.frames, stride=p.frame_stride)
-        return resize_frames(video, p.size, "bilinear")
+        return ClipRequest(video=True, audio=False, fps=p.fps, frame_stride=p.frame_stride, frames=p.frames,
+                           frame_transform=self.transform_frames, by=f"extractor {self.name}")
+
+    def transform_frames(self, frames: Tensor) -> Tensor:
+        """(F, 3, H, W) in [0, 1] -> (F, 3, size, size): bilinear, align_corners=False, no antialias, no crop."""
+        return resize_frames(frames, self.params.size, "bilinear")
+
+    def prepare(self, item: MediaItem) -> Tensor:
+        return requested_frames(item, self.reads(), self.name)
 
     def extract(self, batch: Tensor) -> Features:
         logits = self.net(batch.float().permute(0, 2, 1, 3, 4) * 2 - 1)
@@ -176,3 +188,115 @@ class I3D(MediaExtractor):
             resize=f"bilinear {p.size}x{p.size}, align_corners=False, no antialias, no crop",
             value_range="[-1, 1]", embedding="400 Kinetics logits averaged over time",
         )
+
+
+# ------------------------------------------------------------------------------------------ TorchScript files
+
+
+def _comparable(state: dict[str, Tensor]) -> list[tuple[str, Tensor]]:
+    """The tensors that carry weights, in order (BatchNorm counters left out)."""
+    return [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
+
+
+def torchscript_key_map(theirs: dict[str, Tensor], own: dict[str, Tensor]) -> dict[str, str]:
+    """Which tensor of a TorchScript I3D (``theirs``: its ``state_dict()``) fills each tensor of
+    :class:`InceptionI3d` (``own``): own key -> their key.
+
+    1. The same names after a common prefix (e.g. ``detector.`` or ``module.``) is removed, every
+       shape equal; or else
+    2. the same sequence: both networks list their weights in module order (stem, then each
+       ``Mixed_*`` block's branches 0, 1, 2, 3; per layer conv weight (and bias), then BatchNorm
+       weight, bias, running mean and variance), so with the same count and every shape equal in
+       order the i-th tensor is the i-th (e.g. a port naming BatchNorm ``batch3d`` or branches
+       ``branch_1.0``).
+
+    Raises :class:`SavaError` (what differs) otherwise. Either way the caller must check that the
+    two networks then compute the same function (:func:`state_dict_from_torchscript` does).
+    """
+    anchor = next(iter(own))
+    for key in theirs:
+        if key.endswith(anchor):
+            prefix = key[: len(key) - len(anchor)]
+            stripped = {k[len(prefix):]: k for k in theirs if k.startswith(prefix)}
+            if all(k in stripped and tuple(theirs[stripped[k]].shape) == tuple(v.shape) for k, v in _comparable(own)):
+                return {k: stripped[k] for k, _ in _comparable(own)}
+    mine, other = _comparable(own), _comparable(theirs)
+    if len(mine) == len(other) and all(tuple(a.shape) == tuple(b.shape) for (_, a), (_, b) in zip(mine, other)):
+        return {k: o for (k, _), (o, _) in zip(mine, other)}
+    first = next((i for i, ((_, a), (_, b)) in enumerate(zip(mine, other)) if tuple(a.shape) != tuple(b.shape)),
+                 min(len(mine), len(other)))
+    raise SavaError(
+        f"the TorchScript I3D's tensors do not match Inception-I3D's: {len(other)} weight tensors against "
+        f"{len(mine)}, first difference at #{first}: "
+        f"{other[first][0] + ' ' + str(tuple(other[first][1].shape)) if first < len(other) else '(none)'} vs "
+        f"{mine[first][0] + ' ' + str(tuple(mine[first][1].shape)) if first < len(mine) else '(none)'}")
+
+
+def _run_torchscript(module: Any, x: Tensor) -> Tensor:
+    """Logits of a TorchScript I3D for ``x`` (B, 3, T, 224, 224) in [-1, 1]: StyleGAN-V's call
+    without its own rescaling and resizing, or a plain call for a module without those options."""
+    try:
+        return module(x, rescale=False, resize=False, return_features=True)
+    except (RuntimeError, TypeError):
+        return module(x)
+
+
+def state_dict_from_torchscript(path: str | Path, net: nn.Module | None = None,
+                                check_shape: Sequence[int] = (1, 3, 16, 224, 224)) -> dict[str, Tensor]:
+    """The state dict of :class:`InceptionI3d` (or of ``net``) filled from a TorchScript I3D such as
+    StyleGAN-V's ``i3d_torchscript.pt`` (tensors placed by :func:`torchscript_key_map`).
+
+    Checked by running both networks on one random clip of ``check_shape`` (B, 3, T, H, W) in
+    [-1, 1] (seed 0): their outputs must agree (relative 1e-4), or a :class:`SavaError` says by how
+    much. Loading TorchScript runs code from the file: convert only a file you trust (check its
+    sha256 against the published one first).
+    """
+    import warnings
+
+    import torch.jit
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+            module = torch.jit.load(str(path), map_location="cpu")
+    except (RuntimeError, ValueError, OSError) as err:
+        raise SavaError(f"{path} cannot be read as a TorchScript archive: {err}") from None
+    module.eval()
+    theirs = dict(module.state_dict())
+    target = net if net is not None else InceptionI3d()
+    own = target.state_dict()
+    mapping = torchscript_key_map(theirs, own)
+    state = {k: theirs[o].detach().clone().contiguous() for k, o in mapping.items()}
+    state |= {k: v for k, v in own.items() if k not in state}  # BatchNorm counters absent from the file
+    target.load_state_dict(state)
+    target.eval()
+    x = torch.rand(*check_shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        expected, got = _run_torchscript(module, x).float(), target(x).float()
+    if expected.shape != got.shape:
+        differs = f"output shapes {tuple(expected.shape)} vs {tuple(got.shape)}"
+    elif not torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item()):
+        differs = f"max abs difference {(got - expected).abs().max().item():.3g}"
+    else:
+        return state
+    raise SavaError(f"{path}: with its tensors placed on Inception-I3D the outputs differ from the TorchScript "
+                    f"model's ({differs}); it is not this architecture, so it cannot be converted")
+
+
+def convert_torchscript(src: str | Path, dst: str | Path, net: nn.Module | None = None,
+                        check_shape: Sequence[int] = (1, 3, 16, 224, 224)) -> Path:
+    """Write :func:`state_dict_from_torchscript` of ``src`` to ``dst`` (``.safetensors``, atomically),
+    for ``extractor_params.checkpoint=DST``; pin its sha256 (``sha256sum DST``) as for any other file::
+
+        python -c "from sava_metrics.i3d import convert_torchscript as c; \\
+                   c('i3d_torchscript.pt', 'i3d_torchscript.safetensors')"
+    """
+    from safetensors.torch import save_file
+
+    dst = Path(dst)
+    if dst.suffix != ".safetensors":
+        raise SavaError(f"{dst}: name the converted file *.safetensors")
+    state = state_dict_from_torchscript(src, net, check_shape)
+    with atomic_path(dst) as tmp:
+        save_file(state, str(tmp))
+    return dst

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from sava_core.clips import MediaItem
+from sava_core.clips import ClipRequest, MediaItem
 from sava_core.contracts import Features
 from sava_imagebind.model import (
     AUDIO,
@@ -46,7 +46,14 @@ from sava_imagebind.model import (
     normalize_frames,
     resize_center_crop,
 )
-from sava_metrics.common import RESAMPLER, MediaExtractor, build_model, frames_of, mono_at, verify_checkpoint
+from sava_metrics.common import (
+    RESAMPLER,
+    MediaExtractor,
+    build_model,
+    mono_at,
+    requested_frames,
+    verify_checkpoint,
+)
 from sava_metrics.params import ImageBindParams
 
 FRAMES_PER_PASS = 32
@@ -74,9 +81,19 @@ class ImageBind(MediaExtractor):
             towers = load_towers(str(path), None, (part,), "extractor imagebind: checkpoint")
             self.towers = build_model("published", 0, lambda: towers)
 
+    def reads(self) -> ClipRequest:
+        if self.params.tower != "vision":
+            return super().reads()
+        return ClipRequest(video=True, audio=False, frame_transform=self.transform_frames,
+                           by=f"extractor {self.name} (vision)")
+
+    def transform_frames(self, frames: Tensor) -> Tensor:
+        """(F, 3, H, W) in [0, 1] -> (F, 3, size, size): short side bicubic (antialias), centre crop."""
+        return resize_center_crop(frames, self.params.size)
+
     def prepare(self, item: MediaItem) -> Tensor:
         if self.params.tower == "vision":
-            return resize_center_crop(frames_of(item, self.name), self.params.size)
+            return requested_frames(item, self.reads(), self.name)
         return mono_at(item, SAMPLE_RATE, self.name)[None]
 
     def extract(self, batch: Tensor) -> Features:

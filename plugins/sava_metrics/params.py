@@ -163,5 +163,14 @@ class CAVPSimParams(CosineParams):
     extractor: str = "cavp"
 
 
+class IBScoreParams(CosineParams):
+    """av-benchmark's IB-score: per clip, cos(ImageBind video embedding, ImageBind audio embedding), mean
+    over clips; raw cosine (scale 1), as av-benchmark's evaluate.py reports it. See sava_metrics.ib_score."""
+
+    extractor: str = "imagebind"
+    duration_seconds: float = Field(8.0, gt=0, description="video read: int(0.5 * duration) frames at 0.5 fps "
+                                    "(av-benchmark's duration_sec / --audio_length); shorter clips are refused")
+
+
 class AVAlignParams(StrictModel):
     """AV-Align has no settings: its protocol is the reference implementation's (sava_metrics.avalign)."""

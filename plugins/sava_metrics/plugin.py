@@ -38,3 +38,5 @@ def sava_register(registry) -> None:  # type: ignore[no-untyped-def]
                           summary=summary)
     registry.register("metric", "av_align", "sava_metrics.avalign:AVAlign", params="sava_metrics.params:AVAlignParams",
                       summary="AV-Align: IoU of audio onsets and optical-flow peaks (OpenCV, librosa), no weights")
+    registry.register("metric", "ib_score", "sava_metrics.ib_score:IBScore", params="sava_metrics.params:IBScoreParams",
+                      summary="av-benchmark IB-score: cosine of ImageBind video (0.5 fps, 3 crops) and audio")
