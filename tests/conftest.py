@@ -155,3 +155,16 @@ def tiny_quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
     finally:
         mp.undo()
     return out
+
+
+class TinyRegression(torch.nn.Module):
+    """A seeded linear regression objective, forward(x (B, 3), y (B, 1)) -> {"loss"}: the smallest thing a
+    Trainer can fit, checkpoint and resume."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(3, 1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"loss": (self.linear(x) - y).pow(2).mean()}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY, run_cli
+from conftest import REPO, TINY, TinyRegression, run_cli
 from sava_core.clips import ClipSet
 from sava_core.config import TrainConfig
 from sava_core.decode import check_media, probe
@@ -35,23 +35,13 @@ needs_dev_zero = pytest.mark.skipif(not DEV_ZERO.exists(), reason="no /dev/zero"
 # ----------------------------------------------------------------------------------- resume
 
 
-class _Regression(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.linear = torch.nn.Linear(3, 1)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"loss": (self.linear(x) - y).pow(2).mean()}
-
-
 X = torch.randn(32, 3, generator=torch.Generator().manual_seed(1))
 Y = X.sum(1, keepdim=True)
 CONFIG = TrainConfig(steps=15, batch_size=8, lr=0.1, val_every=5, checkpoint_every=5)
 
 
 def _fit(folder: Path, resume: bool = False) -> tuple[Trainer, dict[str, float]]:
-    trainer = Trainer(_Regression(), CONFIG, seed=0, cpu=True, checkpoint_dir=folder)
+    trainer = Trainer(TinyRegression(), CONFIG, seed=0, cpu=True, checkpoint_dir=folder)
     last = trainer.fit(lambda i: (X[i], Y[i]), len(X), validate=lambda obj: {"loss": float(obj(X, Y)["loss"])},
                        resume=resume)
     return trainer, last
@@ -102,7 +92,7 @@ def test_resume_finds_the_checkpoint_a_kill_left_without_its_pointer_and_tidies_
 def test_a_stale_pointer_does_not_hide_a_newer_checkpoint(tmp_path, monkeypatch):
     _kill_after_rename(tmp_path, monkeypatch, at=10)
     (tmp_path / "latest").write_text("step-00000005\n")  # the pointer the kill did not get to replace
-    trainer = Trainer(_Regression(), CONFIG, seed=0, cpu=True, checkpoint_dir=tmp_path)
+    trainer = Trainer(TinyRegression(), CONFIG, seed=0, cpu=True, checkpoint_dir=tmp_path)
     assert trainer.latest_checkpoint() == tmp_path / "step-00000010"
     trainer.tidy_checkpoints()
     assert (tmp_path / "latest").read_text().strip() == "step-00000010"

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, TinyRegression
 from sava_core.components.params import MaskParams
 from sava_core.components.stage1 import MLPMask
 from sava_core.errors import SavaError, TrainingDiverged
@@ -231,16 +231,6 @@ def test_atomic_writes_leave_the_old_file_when_writing_fails(tmp_path, monkeypat
     assert path.read_text() == "old" and list(tmp_path.iterdir()) == [path]
 
 
-class _Regression(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.linear = torch.nn.Linear(3, 1)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"loss": (self.linear(x) - y).pow(2).mean()}
-
-
 def test_a_cosine_schedule_warms_up_decays_to_zero_and_resumes_where_it_stopped(tmp_path, monkeypatch):
     from sava_core.config import TrainConfig
 
@@ -256,7 +246,7 @@ def test_a_cosine_schedule_warms_up_decays_to_zero_and_resumes_where_it_stopped(
         return original(self, batch, n_train)
 
     monkeypatch.setattr(Trainer, "train_step", record)
-    whole = Trainer(_Regression(), config, seed=0, cpu=True, checkpoint_dir=tmp_path / "whole")
+    whole = Trainer(TinyRegression(), config, seed=0, cpu=True, checkpoint_dir=tmp_path / "whole")
     whole.fit(lambda i: (x[i], y[i]), len(x))
     assert lrs[:3] == pytest.approx([0.0, 0.05, 0.1])  # linear warm-up over 2 updates
     assert all(a > b for a, b in zip(lrs[2:], lrs[3:])) and whole.optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
@@ -268,11 +258,11 @@ def test_a_cosine_schedule_warms_up_decays_to_zero_and_resumes_where_it_stopped(
 
     monkeypatch.setattr(Trainer, "train_step", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        Trainer(_Regression(), config, seed=0, cpu=True, checkpoint_dir=tmp_path / "cut").fit(
+        Trainer(TinyRegression(), config, seed=0, cpu=True, checkpoint_dir=tmp_path / "cut").fit(
             lambda i: (x[i], y[i]), len(x)
         )
     monkeypatch.setattr(Trainer, "train_step", original)
-    resumed = Trainer(_Regression(), config, seed=0, cpu=True, checkpoint_dir=tmp_path / "cut")
+    resumed = Trainer(TinyRegression(), config, seed=0, cpu=True, checkpoint_dir=tmp_path / "cut")
     resumed.fit(lambda i: (x[i], y[i]), len(x), resume=True)  # from the checkpoint at step 5
     assert torch.equal(resumed.objective.linear.weight, whole.objective.linear.weight)
 
@@ -284,7 +274,7 @@ def test_max_grad_norm_clips_the_gradients_before_each_update(tmp_path, max_grad
     x = torch.randn(32, 3, generator=torch.Generator().manual_seed(1))
     y = 100 * x.sum(1, keepdim=True)  # far from the initial fit: gradient norms in the hundreds
     config = TrainConfig(steps=3, batch_size=8, lr=0.01, max_grad_norm=max_grad_norm, val_every=3, checkpoint_every=3)
-    trainer = Trainer(_Regression(), config, seed=0, cpu=True, checkpoint_dir=tmp_path)
+    trainer = Trainer(TinyRegression(), config, seed=0, cpu=True, checkpoint_dir=tmp_path)
     norms: list[float] = []
     update = trainer.optimizer.step
 
