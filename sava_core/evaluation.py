@@ -108,6 +108,8 @@ def evaluate(
     out: str | Path | None = None,
     registries: Registries | None = None,
     strict: bool = False,
+    protocol: str | None = None,
+    weights: str | Path = "checkpoints",
 ) -> EvalResult:
     """Run ``metrics`` on the clips at ``generated`` against ``reference`` (clips, or statistics saved
     earlier with ``save_stats``); write the JSON document to ``out`` (atomically) when given.
@@ -122,11 +124,18 @@ def evaluate(
     ``n_generated`` / ``n_reference`` count the clips used); a set with no usable clip left is an
     error. With ``strict`` the first such clip is an error naming the file and the reason. Clips are
     decoded one at a time, as each metric's extractor asks (:class:`~sava_core.clips.ClipRequest`).
+
+    ``protocol`` names a registered :class:`~sava_core.eval_protocol.EvalProtocol`: its columns run
+    first, with their weights from the folder ``weights``; a request in ``metrics`` with a column's
+    label replaces that column, others are added. The document and every score name the protocol.
     """
     registries = registries or get_registries()
     requests = [parse_metric_spec(m) if isinstance(m, str) else m for m in metrics]
+    preset: dict[str, Any] | None = None
+    if protocol is not None:
+        requests, preset = _protocol_requests(protocol, weights, requests, registries)
     if not requests:
-        raise SavaError("no metric requested: give --metric NAME (e.g. --metric fad)")
+        raise SavaError("no metric requested: give --metric NAME (e.g. --metric fad) or --protocol NAME")
     labels = [r.label for r in requests]
     if len(set(labels)) != len(labels):
         raise SavaError(f"metric labels repeat ({', '.join(labels)}): add label=NAME to tell them apart")
@@ -180,6 +189,7 @@ def evaluate(
         scores.append({
             "label": req.label, "metric": req.name, "params": metric.params.model_dump(mode="json"),
             "values": score.values, "protocol": score.protocol, "protocol_id": protocol_id(score.protocol),
+            "eval_protocol": protocol,
         })
     if save_stats is not None:
         save_reference_stats(save_stats, computed)
@@ -189,12 +199,27 @@ def evaluate(
         "generated": str(generated),
         "reference": None if reference is None else str(reference),
         "reference_kind": None if reference is None else ("statistics" if ref_stats is not None else "clips"),
+        "eval_protocol": preset,
         "scores": scores,
         "skipped": listed,
     }
     if out is not None:
         atomic_write_json(out, document)
     return EvalResult(scores, _rows(scores), document, listed)
+
+
+def _protocol_requests(name: str, weights: str | Path, given: list[MetricRequest],
+                       registries: Registries) -> tuple[list[MetricRequest], dict[str, Any]]:
+    """The requests of protocol ``name``'s columns (a given request with a column's label in its
+    place), then the other given ones; and the protocol's record."""
+    from sava_core.eval_protocol import EvalProtocol
+
+    preset: EvalProtocol = registries["eval_protocol"].build(name)
+    by_label = {r.label: r for r in given}
+    specs = preset.metric_specs(name, weights, replaced=by_label)
+    columns = [by_label.pop(c.label) if c.label in by_label else parse_metric_spec(specs[c.label])
+               for c in preset.columns]
+    return columns + list(by_label.values()), preset.record(name)
 
 
 @dataclass

@@ -53,11 +53,12 @@ KINDS: dict[str, str] = {
     "dataset": "sava_core.contracts:Dataset",
     "stage": "sava_core.stage:Stage",
     "generation_mode": "sava_core.stage:GenerationMode",
+    "eval_protocol": "sava_core.eval_protocol:EvalProtocol",
 }
 
 
 #: Kinds whose components take no parameters (constructed as ``Component(**runtime)``).
-PARAMETERLESS = frozenset({"stage", "generation_mode"})
+PARAMETERLESS = frozenset({"stage", "generation_mode", "eval_protocol"})
 
 
 def import_target(target: str) -> Any:

@@ -16,8 +16,14 @@ at commit bf0b1e3), with OpenCV and librosa doing what they do there:
   peak, over |onsets| + |peaks| - matches; the score is the mean over clips.
 
 A clip with neither an onset nor a motion peak has no defined IoU (the reference divides by zero):
-it is left out of the mean and counted in the protocol's ``n_undefined``. OpenCV
-(opencv-python-headless) and librosa are dependencies of sava.
+it is left out of the mean and counted in the protocol's ``n_undefined``.
+
+``implementation: javisbench`` follows JavisBench's copy instead (github.com/JavisDiT/JavisDiT
+``eval/javisbench/src/av_align.py`` @ 6af1a7a, from Seeing-and-Hearing): the same flow and onset
+calls, but the audio at the file's own rate (``librosa.load(sr=None)``), every strict local maximum
+a motion peak (no 0.1 px floor), an onset counted when any peak is within one frame (a peak may
+match several onsets), and matches / (|onsets| + |peaks| - matches + 1e-6), so a clip with neither
+scores 0 and none is left out. OpenCV (opencv-python-headless) and librosa are dependencies of sava.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from sava_metrics.params import AVAlignParams
 
 SAMPLE_RATE = 22050
 FLOW_THRESHOLD = 0.1
-REFERENCE = "github.com/guyyariv/TempoTokens av_align.py @ bf0b1e3"
+REFERENCES = {"tempotokens": "github.com/guyyariv/TempoTokens av_align.py @ bf0b1e3",
+              "javisbench": "github.com/JavisDiT/JavisDiT eval/javisbench/src/av_align.py @ 6af1a7a"}
 
 
 def _libraries() -> tuple[Any, Any]:
@@ -49,8 +56,9 @@ def _libraries() -> tuple[Any, Any]:
     return cv2, librosa
 
 
-def motion_peaks(video: Any, fps: float) -> list[float]:
-    """Times (s) of the motion peaks of ``video`` (F, 3, H, W) in [0, 1] at ``fps``."""
+def motion_peaks(video: Any, fps: float, threshold: float = FLOW_THRESHOLD) -> list[float]:
+    """Times (s) of the motion peaks of ``video`` (F, 3, H, W) in [0, 1] at ``fps``: strict local maxima
+    of the mean flow magnitude of at least ``threshold`` px."""
     cv2, _ = _libraries()
     frames = (video.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     grey = [cv2.cvtColor(np.ascontiguousarray(f[..., ::-1]), cv2.COLOR_BGR2GRAY) for f in frames]  # RGB -> BGR
@@ -63,18 +71,20 @@ def motion_peaks(video: Any, fps: float) -> list[float]:
         return []
     trajectory = [magnitude(grey[0], grey[1])] + [magnitude(grey[i - 1], grey[i]) for i in range(1, len(grey))]
     return [i / fps for i in range(1, len(trajectory) - 1)
-            if trajectory[i - 1] < trajectory[i] > trajectory[i + 1] and trajectory[i] >= FLOW_THRESHOLD]
+            if trajectory[i - 1] < trajectory[i] > trajectory[i + 1] and trajectory[i] >= threshold]
 
 
-def audio_onsets(audio: Any, sample_rate: int) -> list[float]:
-    """Times (s) of the onsets of ``audio`` (C, S) in [-1, 1] at ``sample_rate`` Hz."""
+def audio_onsets(audio: Any, sample_rate: int, rate: int | None = SAMPLE_RATE) -> list[float]:
+    """Times (s) of the onsets of ``audio`` (C, S) in [-1, 1] at ``sample_rate`` Hz, detected at ``rate``
+    Hz (None: at ``sample_rate``)."""
     _, librosa = _libraries()
     y = audio.double().mean(0).numpy().astype(np.float32)
-    if sample_rate != SAMPLE_RATE:
-        y = librosa.resample(y, orig_sr=sample_rate, target_sr=SAMPLE_RATE, res_type="soxr_hq")
-    envelope = librosa.onset.onset_strength(y=y, sr=SAMPLE_RATE)
-    frames = librosa.onset.onset_detect(onset_envelope=envelope, sr=SAMPLE_RATE)
-    return [float(t) for t in librosa.frames_to_time(frames, sr=SAMPLE_RATE)]
+    rate = rate or sample_rate
+    if sample_rate != rate:
+        y = librosa.resample(y, orig_sr=sample_rate, target_sr=rate, res_type="soxr_hq")
+    envelope = librosa.onset.onset_strength(y=y, sr=rate)
+    frames = librosa.onset.onset_detect(onset_envelope=envelope, sr=rate)
+    return [float(t) for t in librosa.frames_to_time(frames, sr=rate)]
 
 
 def peak_iou(onsets: Sequence[float], peaks: Sequence[float], fps: float) -> float | None:
@@ -92,6 +102,12 @@ def peak_iou(onsets: Sequence[float], peaks: Sequence[float], fps: float) -> flo
     return matched / (len(onsets) + len(peaks) - matched)
 
 
+def javisbench_peak_iou(onsets: Sequence[float], peaks: Sequence[float], fps: float) -> float:
+    """JavisBench's IoU: onsets within one frame of any peak, over the union plus 1e-6 (0 when both are empty)."""
+    matched = sum(any(peak - 1 / fps < onset < peak + 1 / fps for peak in peaks) for onset in onsets)
+    return matched / (len(onsets) + len(peaks) - matched + 1e-6)
+
+
 class AVAlign(Metric):
     """``av_align``: mean over clips of :func:`peak_iou` (in [0, 1]; higher is better aligned)."""
 
@@ -104,16 +120,26 @@ class AVAlign(Metric):
 
     def protocol(self) -> dict[str, Any]:
         cv2, librosa = _libraries()
-        return {"metric": "av_align", "reference": REFERENCE,
-                "definition": "IoU of librosa onsets (mono, 22050 Hz) and Farneback optical-flow peaks (>= 0.1 px), "
-                              "matched within one frame; mean over clips with any peak",
-                "opencv": cv2.__version__, "librosa": librosa.__version__}
+        implementation = self.params.implementation
+        definition = ("IoU of librosa onsets (mono, 22050 Hz) and Farneback optical-flow peaks (>= 0.1 px), each peak "
+                      "matched once within one frame; mean over clips with any peak" if implementation == "tempotokens"
+                      else "IoU of librosa onsets (mono, the file's rate) and Farneback optical-flow local maxima, an "
+                      "onset matched when any peak is within one frame, + 1e-6 in the union; mean over clips")
+        return {"metric": "av_align", "implementation": implementation, "reference": REFERENCES[implementation],
+                "definition": definition, "opencv": cv2.__version__, "librosa": librosa.__version__}
+
+    def clip_iou(self, clip: MediaItem) -> float | None:
+        """The IoU of one clip (None: undefined, as the TempoTokens reference leaves it)."""
+        assert clip.video is not None and clip.audio is not None and clip.fps and clip.sample_rate
+        if self.params.implementation == "javisbench":
+            onsets = audio_onsets(clip.audio, clip.sample_rate, rate=None)
+            return javisbench_peak_iou(onsets, motion_peaks(clip.video, clip.fps, threshold=-np.inf), clip.fps)
+        return peak_iou(audio_onsets(clip.audio, clip.sample_rate), motion_peaks(clip.video, clip.fps), clip.fps)
 
     def compute(self, generated: Sequence[MediaItem], reference: Any = None) -> Score:
         scores, undefined = [], 0
         for clip in generated:
-            assert clip.video is not None and clip.audio is not None and clip.fps and clip.sample_rate
-            iou = peak_iou(audio_onsets(clip.audio, clip.sample_rate), motion_peaks(clip.video, clip.fps), clip.fps)
+            iou = self.clip_iou(clip)
             if iou is None:
                 undefined += 1
             else:

@@ -13,6 +13,15 @@ FVD features: the 400 logits, averaged over the remaining time steps, of ``frame
 bilinearly to ``size`` x ``size`` without crop and scaled to [-1, 1] (the StyleGAN-V protocol's
 preparation). The final average pool is [2, 7, 7] as published; inputs smaller than 16 x 224 x 224
 pool over what is left, which is identical at the published size.
+
+``preprocessing: javisbench`` prepares frames as JavisBench's FVD does (github.com/JavisDiT/JavisDiT
+@ 6af1a7a, ``eval/javisbench/src/dataset.py`` ``FVDFADDataset``, ``utils.py`` ``ResizeAndPad``,
+``fvd/fvd.py`` ``preprocess``): ``frames`` frames at ``linspace(0, n - 1, frames).round()`` over the
+clip's n frames, the long side resized to ``size`` (torchvision ``Resize``, bilinear, antialiased;
+the short side int(size x short / long)) and centred on black to ``size`` x ``size``, then
+JavisBench's ``((x + 1) * 127.5).clamp(0, 255).to(uint8)``, ``/ 255 - 0.5``, ``* 2``: frames that
+ToTensor already put in [0, 1] reach I3D in [0, 1] (about x), not [-1, 1]. Kept as JavisBench
+computes it, since its published FVDs are made so.
 """
 
 from __future__ import annotations
@@ -153,6 +162,9 @@ class I3D(MediaExtractor):
 
     def __init__(self, params: I3DParams):
         super().__init__()
+        if params.preprocessing == "javisbench" and (params.fps is not None or params.frame_stride != 1):
+            raise SavaError("extractor i3d: preprocessing=javisbench spreads `frames` over the whole clip; "
+                            "leave fps and frame_stride unset")
         self.params = params
         self.fps = params.fps
         self.checkpoint_sha256: str | None = None
@@ -165,15 +177,27 @@ class I3D(MediaExtractor):
 
     def reads(self) -> ClipRequest:
         p = self.params
+        if p.preprocessing == "javisbench":  # every frame (resized as decoded): which are kept depends on the count
+            return ClipRequest(video=True, audio=False, frame_transform=self.transform_frames,
+                               by=f"extractor {self.name} (JavisBench frames)")
         return ClipRequest(video=True, audio=False, fps=p.fps, frame_stride=p.frame_stride, frames=p.frames,
                            frame_transform=self.transform_frames, by=f"extractor {self.name}")
 
     def transform_frames(self, frames: Tensor) -> Tensor:
-        """(F, 3, H, W) in [0, 1] -> (F, 3, size, size): bilinear, align_corners=False, no antialias, no crop."""
+        """(F, 3, H, W) in [0, 1] -> (F, 3, size, size): bilinear, align_corners=False, no antialias, no crop
+        (stylegan-v), or letterboxed (javisbench)."""
+        if self.params.preprocessing == "javisbench":
+            return letterbox(frames, self.params.size)
         return resize_frames(frames, self.params.size, "bilinear")
 
     def prepare(self, item: MediaItem) -> Tensor:
-        return requested_frames(item, self.reads(), self.name)
+        """(frames, 3, size, size) in [0, 1], which :meth:`extract` maps by x * 2 - 1."""
+        video = requested_frames(item, self.reads(), self.name)
+        if self.params.preprocessing == "stylegan-v":
+            return video
+        picked = torch.linspace(0, video.shape[0] - 1, self.params.frames).round().long()
+        quantised = ((video[picked] + 1) * 127.5).clamp(0, 255).to(torch.uint8)  # JavisBench's (x + 1) * 127.5
+        return quantised.float() / 255
 
     def extract(self, batch: Tensor) -> Features:
         logits = self.net(batch.float().permute(0, 2, 1, 3, 4) * 2 - 1)
@@ -181,6 +205,14 @@ class I3D(MediaExtractor):
 
     def protocol(self) -> dict[str, Any]:
         p = self.params
+        if p.preprocessing == "javisbench":
+            return self.base_protocol(
+                p.checkpoint, self.checkpoint_sha256, preprocessing="javisbench (JavisDiT @ 6af1a7a)",
+                frames=p.frames, frame_times="linspace(0, n - 1, frames).round() over the clip's n frames",
+                resize=f"long side to {p.size} (bilinear, antialias), centred on black to {p.size}x{p.size}",
+                value_range="[0, 1]: JavisBench's uint8(clamp((x + 1) * 127.5)) / 255 * 2 - 1 of frames in [0, 1]",
+                embedding="400 Kinetics logits averaged over time",
+            )
         return self.base_protocol(
             p.checkpoint, self.checkpoint_sha256,
             frames=p.frames, frame_stride=p.frame_stride, frame_start=0,
@@ -188,6 +220,19 @@ class I3D(MediaExtractor):
             resize=f"bilinear {p.size}x{p.size}, align_corners=False, no antialias, no crop",
             value_range="[-1, 1]", embedding="400 Kinetics logits averaged over time",
         )
+
+
+def letterbox(frames: Tensor, size: int) -> Tensor:
+    """JavisBench's ``ResizeAndPad``: (F, 3, H, W) -> (F, 3, size, size), the long side resized to ``size``
+    and the short side to int(size * short / long) (torchvision ``Resize``: bilinear, antialiased),
+    centred on black (the extra pixel of an odd margin at the bottom / right)."""
+    import torchvision.transforms.v2.functional as TF
+
+    h, w = frames.shape[-2:]
+    nh, nw = (size, int(size * w / h)) if h > w else (int(size * h / w), size)
+    resized = TF.resize(frames, [nh, nw], antialias=True)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    return F.pad(resized, (left, size - nw - left, top, size - nh - top))
 
 
 # ------------------------------------------------------------------------------------------ TorchScript files

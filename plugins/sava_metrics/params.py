@@ -64,6 +64,9 @@ class I3DParams(ExtractorParams):
     frame_stride: int = Field(1, ge=1, description="take every k-th frame of the clip")
     fps: float | None = Field(None, gt=0, description="resample frames to this rate first; None: the clip's own rate")
     size: int = Field(224, ge=8, description="square resize in pixels (224 for the published protocol)")
+    preprocessing: Literal["stylegan-v", "javisbench"] = Field(
+        "stylegan-v", description="stylegan-v: the first `frames` frames, bilinear square resize, [-1, 1]; "
+        "javisbench: `frames` frames spread evenly over the clip, letterboxed, JavisBench's [0, 1] input")
 
 
 class ImageBindParams(ExtractorParams):
@@ -173,4 +176,8 @@ class IBScoreParams(CosineParams):
 
 
 class AVAlignParams(StrictModel):
-    """AV-Align has no settings: its protocol is the reference implementation's (sava_metrics.avalign)."""
+    """AV-Align as one of two reference implementations computes it (sava_metrics.avalign)."""
+
+    implementation: Literal["tempotokens", "javisbench"] = Field(
+        "tempotokens", description="tempotokens: AV-Align's authors' (22,050 Hz, peaks >= 0.1 px, each peak matched "
+        "once); javisbench: JavisBench's (the file's rate, every local maximum, a peak may match several onsets)")

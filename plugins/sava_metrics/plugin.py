@@ -27,6 +27,12 @@ _METRICS = (
     ("cavp_sim", "CAVPSim", "CAVPSimParams", "per-step cosine of CAVP video and audio embeddings"),
 )
 
+_PROTOCOLS = (
+    ("av-benchmark", "AVBenchmark",
+     "av-benchmark (MMAudio's tables): FD-VGG/PANN/PaSST, KL, ISc, IB-score, DeSync, CLAP score"),
+    ("javisbench", "JavisBench", "JavisBench at 4 s: FVD (16 frames, 224 px), CLAP, CAVP, AVHScore, AV-Align"),
+)
+
 
 @hookimpl
 def sava_register(registry) -> None:  # type: ignore[no-untyped-def]
@@ -40,3 +46,5 @@ def sava_register(registry) -> None:  # type: ignore[no-untyped-def]
                       summary="AV-Align: IoU of audio onsets and optical-flow peaks (OpenCV, librosa), no weights")
     registry.register("metric", "ib_score", "sava_metrics.ib_score:IBScore", params="sava_metrics.params:IBScoreParams",
                       summary="av-benchmark IB-score: cosine of ImageBind video (0.5 fps, 3 crops) and audio")
+    for name, cls, summary in _PROTOCOLS:
+        registry.register("eval_protocol", name, f"sava_metrics.protocols:{cls}", summary=summary)
