@@ -45,6 +45,9 @@ def eval_command(
     n_reference count the rest), unless --strict."""
     from sava_cli.components import registries
     from sava_core.evaluation import evaluate, format_skipped, format_table
+    from sava_core.media_io import map_large_allocations
+
+    map_large_allocations()  # frames decoded one by one must not fragment the heap (docs/metrics.md, "Memory")
 
     result = evaluate(generated, metric or [], reference=reference, save_stats=save_stats, out=out,
                       registries=registries(), strict=strict, protocol=protocol, weights=weights)
