@@ -13,7 +13,13 @@ Layout. ``<root>/<key>/key.json`` (what was hashed), ``shard-00000.safetensors``
 ``index`` (n,) int64; captions in the metadata) and ``index.json``, the list of completed shards
 and of skipped items. A shard is written to a temporary file and renamed; it counts only once
 ``index.json`` (also replaced atomically) lists it, so an interrupted run never reads a half-written
-shard and resumes at the first unlisted shard. A lock file serialises processes building the same key.
+shard and resumes at the first unlisted shard. A lock file serialises runs building the same key.
+
+Several processes (``accelerate launch``): the main process holds the lock and decides which shards
+are missing; every process encodes its share of each missing shard's batches (batch k to process
+k mod n; the batches are those one process encodes, so the latents are the same), the main process
+gathers them and publishes the shard as above, and every process then reads the complete entry.
+The cache root must be one directory all processes see (on several nodes: a shared file system).
 
 Time axes. Latents are stored as the encoders return them; when the audio latent's T differs from
 the video latent's, :func:`encode_split` linearly interpolates the audio sequence to the video's T
@@ -30,7 +36,8 @@ import math
 import os
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -196,8 +203,12 @@ def encode_split(dataset: Dataset, split: str, video_encoder: VideoEncoder, audi
     the video's T when they differ) and captions; N counts the items that decoded. Items that fail
     to decode are skipped, logged and recorded; with ``run_dir`` every skip of the split (probe and
     decode) is written to ``run_dir/skipped.csv``. The encoders' ``frame_rate`` / ``sample_rate``
-    must equal the dataset's decoding rates (a SavaError otherwise).
+    must equal the dataset's decoding rates (a SavaError otherwise). Under several processes every
+    process calls it and gets the whole split (they share the encoding out; see the module docstring).
     """
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
     media = dataset.media(split)
     check_rates(media, video_encoder)
     material = {
@@ -212,27 +223,33 @@ def encode_split(dataset: Dataset, split: str, video_encoder: VideoEncoder, audi
     key = cache_key(material)
     directory = resolve_root(cache_root) / key
     n_items = len(media)
-    with _locked(directory):
-        if not (directory / "key.json").is_file():
-            atomic_write_json(directory / "key.json", material)
-        index = _read_index(directory)
-        if index is None or index.get("n_items") != n_items or index.get("shard_size") != shard_size:
-            index = {"version": CACHE_VERSION, "key": key, "split": split, "n_items": n_items,
-                     "shard_size": shard_size, "shards": [], "skipped": [], "complete": False,
-                     "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        for stray in directory.glob(".*.tmp"):  # left by a killed writer; never listed, safe to drop
-            stray.unlink()
-        done = {s["start"] for s in index["shards"]
-                if (directory / s["file"]).is_file() and (directory / s["file"]).stat().st_size == s["bytes"]}
-        index["shards"] = [s for s in index["shards"] if s["start"] in done]
-        index["skipped"] = [s for s in index["skipped"] if s["index"] // shard_size * shard_size in done]
-        todo = [start for start in range(0, n_items, shard_size) if start not in done]
+    state = PartialState()
+    main = state.is_main_process
+    index: dict[str, Any] | None = None
+    with _locked(directory) if main else nullcontext():
+        todo: list[int] = []
+        if main:
+            index, todo = _open_entry(directory, material, key, split, n_items, shard_size)
+        if state.num_processes > 1:
+            main_key, index, todo = broadcast_object_list([key, index, todo])
+            if main_key != key:
+                raise SavaError(f"latent cache: this process keys the {split} split {key}, the main process "
+                                f"{main_key}; every process must see the same data and encoder weights")
+        assert index is not None
         if todo:
-            log.info("latent cache %s: encoding %d of %d item(s) of %s", key,
-                     sum(min(shard_size, n_items - s) for s in todo), n_items, split)
+            if main:
+                log.info("latent cache %s: encoding %d of %d item(s) of %s", key,
+                         sum(min(shard_size, n_items - s) for s in todo), n_items, split)
             _fill(directory, index, todo, media, video_encoder, audio_encoder, batch_size, num_workers, shard_size)
-        index["complete"] = True
-        atomic_write_json(directory / "index.json", index)
+        if main:
+            index["complete"] = True
+            atomic_write_json(directory / "index.json", index)
+    if state.num_processes > 1:
+        index = broadcast_object_list([index])[0]  # the main process's, once it has published everything
+        if not main and not (directory / "index.json").is_file():
+            raise SavaError(f"latent cache {directory}: the main process wrote it, but this process cannot see it; "
+                            "give every process the same cache root (SAVA_CACHE) on a file system they share")
+    assert index is not None
     skips = list(getattr(media, "skipped", [])) + [Skip(s["path"], s["reason"]) for s in index["skipped"]]
     if skips:
         log.warning("%s: %d file(s) or segment(s) skipped%s", split, len(skips),
@@ -242,62 +259,95 @@ def encode_split(dataset: Dataset, split: str, video_encoder: VideoEncoder, audi
     return _load(directory, index)
 
 
+def _open_entry(directory: Path, material: dict[str, Any], key: str, split: str, n_items: int,
+                shard_size: int) -> tuple[dict[str, Any], list[int]]:
+    """The entry's index (a new one when missing or made for another size) with the shards that
+    are listed and intact, and the starts of the shards still to encode. Under the lock."""
+    if not (directory / "key.json").is_file():
+        atomic_write_json(directory / "key.json", material)
+    index = _read_index(directory)
+    if index is None or index.get("n_items") != n_items or index.get("shard_size") != shard_size:
+        index = {"version": CACHE_VERSION, "key": key, "split": split, "n_items": n_items,
+                 "shard_size": shard_size, "shards": [], "skipped": [], "complete": False,
+                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    for stray in directory.glob(".*.tmp"):  # left by a killed writer; never listed, safe to drop
+        stray.unlink()
+    done = {s["start"] for s in index["shards"]
+            if (directory / s["file"]).is_file() and (directory / s["file"]).stat().st_size == s["bytes"]}
+    index["shards"] = [s for s in index["shards"] if s["start"] in done]
+    index["skipped"] = [s for s in index["skipped"] if s["index"] // shard_size * shard_size in done]
+    return index, [start for start in range(0, n_items, shard_size) if start not in done]
+
+
 def _fill(directory: Path, index: dict[str, Any], todo: list[int], media: Any, video_encoder: VideoEncoder,
           audio_encoder: AudioEncoder, batch_size: int, num_workers: int, shard_size: int) -> None:
-    """Encode the shards starting at ``todo`` and publish each (file, then index) as it completes."""
+    """Encode the shards starting at ``todo``, this process's share of each one's batches, and
+    publish each shard (file, then index; main process) as it completes. Every process calls it."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState()
     n_items = index["n_items"]
-    batches = [list(range(b, min(b + batch_size, s + shard_size, n_items)))
-               for s in todo for b in range(s, min(s + shard_size, n_items), batch_size)]
-    loader = torch.utils.data.DataLoader(_Guarded(media), batch_sampler=batches, num_workers=num_workers,
-                                         collate_fn=_as_list)
+    mine = {s: [list(range(b, min(b + batch_size, s + shard_size, n_items)))
+                for b in range(s, min(s + shard_size, n_items), batch_size)][state.process_index :: state.num_processes]
+            for s in todo}
+    loader = torch.utils.data.DataLoader(_Guarded(media), batch_sampler=[b for s in todo for b in mine[s]],
+                                         num_workers=num_workers, collate_fn=_as_list)
     modes = [m.training for m in (video_encoder, audio_encoder)]
     video_encoder.eval(), audio_encoder.eval()
-    pending: dict[str, list[Any]] = {"video": [], "audio": [], "index": [], "captions": []}
-    shard_start = todo[0]
     try:
-        with progress(f"encoding {index['split']}", sum(len(b) for b in batches), unit="clip") as bar, torch.no_grad():
-            for batch in loader:
-                start = batch[0][0] // shard_size * shard_size
-                if start != shard_start:
-                    _publish(directory, index, shard_start, pending)
-                    shard_start = start
-                clips = []
-                for i, item in batch:
-                    if isinstance(item, Skip):
-                        log.warning("skipping %s: %s", item.path, item.reason)
-                        index["skipped"].append({"index": i, "path": item.path, "reason": item.reason})
-                    else:
-                        clips.append((i, item))
-                if clips:
-                    video, audio = _encode([c for _, c in clips], video_encoder, audio_encoder)
-                    pending["video"].append(video)
-                    pending["audio"].append(audio)
-                    pending["index"].extend(i for i, _ in clips)
-                    pending["captions"].extend(c.caption for _, c in clips)
-                bar.advance(len(batch))
-            _publish(directory, index, shard_start, pending)
+        with progress(f"encoding {index['split']}", sum(len(b) for s in todo for b in mine[s]),
+                      unit="clip") as bar, torch.no_grad():
+            batches = iter(loader)
+            for start in todo:
+                parts = []
+                for batch in islice(batches, len(mine[start])):
+                    parts.append(_encode_batch(batch, video_encoder, audio_encoder))
+                    bar.advance(len(batch))
+                parts = sorted(gather_object(parts), key=lambda p: p["first"])
+                if state.is_main_process:
+                    _publish(directory, index, start, parts)
     finally:
         for module, mode in zip((video_encoder, audio_encoder), modes):
             module.train(mode)
 
 
-def _publish(directory: Path, index: dict[str, Any], start: int, pending: dict[str, list[Any]]) -> None:
-    """Write one shard atomically, then list it in ``index.json``; empties ``pending``."""
+def _encode_batch(batch: list[tuple[int, Clip | Skip]], video_encoder: VideoEncoder,
+                  audio_encoder: AudioEncoder) -> dict[str, Any]:
+    """One loaded batch encoded: its first item, the latents and items of the clips that decoded,
+    their captions, and the skipped items."""
+    clips = [(i, item) for i, item in batch if not isinstance(item, Skip)]
+    part: dict[str, Any] = {
+        "first": batch[0][0], "index": [i for i, _ in clips], "captions": [c.caption for _, c in clips],
+        "skipped": [{"index": i, "path": item.path, "reason": item.reason} for i, item in batch
+                    if isinstance(item, Skip)],
+    }
+    if clips:
+        part["video"], part["audio"] = _encode([c for _, c in clips], video_encoder, audio_encoder)
+    return part
+
+
+def _publish(directory: Path, index: dict[str, Any], start: int, parts: list[dict[str, Any]]) -> None:
+    """Write the shard at ``start`` from its encoded batches (in item order) atomically, then list it
+    and its skipped items in ``index.json``."""
     name = f"shard-{start // index['shard_size']:05d}.safetensors"
-    if pending["video"]:
-        tensors = {"video": torch.cat(pending["video"]), "audio": torch.cat(pending["audio"]),
-                   "index": torch.tensor(pending["index"], dtype=torch.int64)}
+    for skip in (s for p in parts for s in p["skipped"]):
+        log.warning("skipping %s: %s", skip["path"], skip["reason"])
+        index["skipped"].append(skip)
+    encoded = [p for p in parts if "video" in p]
+    rows = [i for p in parts for i in p["index"]]
+    if encoded:
+        tensors = {"video": torch.cat([p["video"] for p in encoded]), "audio": torch.cat([p["audio"] for p in encoded]),
+                   "index": torch.tensor(rows, dtype=torch.int64)}
     else:  # every item of the shard was skipped
         tensors = {"index": torch.zeros(0, dtype=torch.int64)}
-    metadata = {"captions": json.dumps(pending["captions"])}
+    metadata = {"captions": json.dumps([c for p in parts for c in p["captions"]])}
     atomic_write_with(directory / name, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     index["shards"] = sorted([s for s in index["shards"] if s["start"] != start] +
-                             [{"file": name, "start": start, "rows": len(pending["index"]),
+                             [{"file": name, "start": start, "rows": len(rows),
                                "bytes": (directory / name).stat().st_size}], key=lambda s: s["start"])
     index["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     atomic_write_json(directory / "index.json", index)
-    for values in pending.values():
-        values.clear()
 
 
 def align_time(audio: Tensor, steps: int) -> Tensor:

@@ -17,6 +17,12 @@ rate and size).
 Resumable: clips already complete in the folder are skipped; ``generate.json`` records the settings
 and a second call with other settings into the same folder is refused. ``generated.jsonl`` lists
 every clip written (id, prompt or source, seed, files).
+
+Several processes (``accelerate launch ... sava generate``): the batches (for videos: the videos)
+are dealt out, k to process k mod n, a round of n at a time; each process writes the clips of its
+own batches (each clip's files are its own), and after each round the main process appends every
+process's rows to ``generated.jsonl`` and is the one that writes ``generate.json``. A batch gets
+the seed it gets in one process, so the clips are the same.
 """
 
 from __future__ import annotations
@@ -24,11 +30,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sava_core.config import path_name_problem
 from sava_core.errors import SavaError
@@ -40,6 +46,8 @@ MODE_ALIASES = {"unidirectional": "cascade", "bidirectional": "cascade_bidirecti
 SETTINGS_FILE = "generate.json"
 MANIFEST_FILE = "generated.jsonl"
 CLIP_SUFFIXES = (".mp4", ".wav", ".png", ".txt")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -207,7 +215,10 @@ def open_run(run_dir: Path, registries: Registries, options: GenerateOptions, mo
 
 
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
-    """Refuse to add clips made with other settings to a folder (a resumed call must match)."""
+    """Refuse to add clips made with other settings to a folder (a resumed call must match); every
+    process checks, the main process records the settings."""
+    from accelerate import PartialState
+
     path = out / SETTINGS_FILE
     if path.is_file():
         old = json.loads(path.read_text())
@@ -215,8 +226,9 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
         if diff:
             raise SavaError(f"{out} holds clips made with other settings ({', '.join(diff)} differ); "
                             "use another --out, or remove the folder")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, settings)
+    if PartialState().is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, settings)
 
 
 def _complete(out: Path, clip_id: str) -> bool:
@@ -229,6 +241,27 @@ def _append_manifest(out: Path, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         known[row["id"]] = json.dumps(row)
     atomic_write_text(path, "".join(line + "\n" for line in known.values()))
+
+
+def _deal_out(tasks: Sequence[T], make: Callable[[T], list[dict[str, Any]]], size: Callable[[T], int],
+              out: Path, bar: Any) -> list[str]:
+    """Run ``make`` (which writes one task's clips and returns their manifest rows) on this process's
+    tasks, task k on process k mod n, a round of n at a time; after each round the main process
+    appends the round's rows, in task order, to the manifest. Every process calls it; returns the
+    ids written by all, in task order. ``size``: a task's clips (what ``bar`` advances by)."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState()
+    written: list[str] = []
+    for first in range(0, len(tasks), state.num_processes):
+        k = first + state.process_index
+        rows = gather_object(make(tasks[k]) if k < len(tasks) else [])
+        if rows and state.is_main_process:
+            _append_manifest(out, rows)
+        written += [row["id"] for row in rows]
+        bar.advance(sum(size(t) for t in tasks[first : first + state.num_processes]))
+    return written
 
 
 def _check_prompt_lengths(pipe: Any, items: Sequence[PromptItem]) -> None:
@@ -264,28 +297,27 @@ def generate_from_prompts(pipe: Any, settings: dict[str, Any], items: Sequence[P
     shared = [it for it in items if it.seed is None]
     batches = [(shared[s : s + size], batch_seed(base, s)) for s in range(0, len(shared), size)]
     batches += [([it], batch_seed(it.seed, 0)) for it in items if it.seed is not None]
-    written: list[str] = []
-    with progress("generate", len(items), unit="clip") as bar:
-        for batch, seed in batches:
-            if all(_complete(out, it.id) for it in batch):
-                bar.advance(len(batch))
+
+    def make(task: tuple[list[PromptItem], int]) -> list[dict[str, Any]]:
+        batch, seed = task
+        if all(_complete(out, it.id) for it in batch):
+            return []
+        result = pipe.mode.generate(pipe, [it.prompt for it in batch], seed, None)
+        rows = []
+        for i, it in enumerate(batch):
+            if _complete(out, it.id):
                 continue
-            result = pipe.mode.generate(pipe, [it.prompt for it in batch], seed, None)
-            rows = []
-            for i, it in enumerate(batch):
-                if _complete(out, it.id):
-                    continue
-                video, audio = result["video"][i], result["audio"][i]
-                write_mp4(out / f"{it.id}.mp4", video, clip.fps, audio, clip.sample_rate)
-                write_wav(out / f"{it.id}.wav", audio, clip.sample_rate)
-                save_av_figure(out / f"{it.id}.png", video, audio, clip.fps, clip.sample_rate, title=it.prompt)
-                atomic_write_text(out / f"{it.id}.txt", it.prompt + "\n")  # last: the clip is complete
-                rows.append({"id": it.id, "prompt": it.prompt, "seed": seed, "batch": [b.id for b in batch],
-                             "files": [f"{it.id}{s}" for s in CLIP_SUFFIXES]})
-                written.append(it.id)
-            _append_manifest(out, rows)
-            bar.advance(len(batch))
-    return written
+            video, audio = result["video"][i], result["audio"][i]
+            write_mp4(out / f"{it.id}.mp4", video, clip.fps, audio, clip.sample_rate)
+            write_wav(out / f"{it.id}.wav", audio, clip.sample_rate)
+            save_av_figure(out / f"{it.id}.png", video, audio, clip.fps, clip.sample_rate, title=it.prompt)
+            atomic_write_text(out / f"{it.id}.txt", it.prompt + "\n")  # last: the clip is complete
+            rows.append({"id": it.id, "prompt": it.prompt, "seed": seed, "batch": [b.id for b in batch],
+                         "files": [f"{it.id}{s}" for s in CLIP_SUFFIXES]})
+        return rows
+
+    with progress("generate", len(items), unit="clip") as bar:
+        return _deal_out(batches, make, lambda task: len(task[0]), out, bar)
 
 
 # ------------------------------------------------------------------------------------ video to audio
@@ -396,29 +428,29 @@ def generate_for_videos(pipe: Any, settings: dict[str, Any], items: Sequence[Vid
     clip = pipe.test_clip()
     spec = ClipSpec(clip.video.shape[0], clip.fps, clip.video.shape[2], clip.video.shape[3], clip.sample_rate,
                     clip.audio.shape[0])
-    size, written = settings["batch_size"], []
+    size = settings["batch_size"]
+
+    def make(task: tuple[int, VideoItem]) -> list[dict[str, Any]]:
+        n, it = task
+        if _complete(out, it.id):
+            return []
+        windows, duration = read_video_windows(it.path, spec)
+        seed = batch_seed(settings["seed"], n)
+        parts = [pipe.video_to_audio(windows[s : s + size], [it.caption] * len(windows[s : s + size]),
+                                     seed + s)["audio"] for s in range(0, len(windows), size)]
+        audio = torch.cat(list(torch.cat(parts)), dim=-1)[:, : round(duration * spec.sample_rate)]
+        mux_audio(it.path, audio, spec.sample_rate, out / f"{it.id}.mp4")
+        write_wav(out / f"{it.id}.wav", audio, spec.sample_rate)
+        preview = windows.reshape(-1, *windows.shape[2:])[: round(duration * spec.fps)]
+        save_av_figure(out / f"{it.id}.png", preview, audio, spec.fps, spec.sample_rate,
+                       title=it.caption or it.path.name)
+        atomic_write_text(out / f"{it.id}.txt", it.caption + "\n")
+        return [{"id": it.id, "source": str(it.path), "caption": it.caption, "seed": seed,
+                 "windows": len(windows), "seconds": round(duration, 6),
+                 "files": [f"{it.id}{s}" for s in CLIP_SUFFIXES]}]
+
     with progress("video to audio", len(items), unit="video") as bar:
-        for n, it in enumerate(items):
-            if _complete(out, it.id):
-                bar.advance()
-                continue
-            windows, duration = read_video_windows(it.path, spec)
-            seed = batch_seed(settings["seed"], n)
-            parts = [pipe.video_to_audio(windows[s : s + size], [it.caption] * len(windows[s : s + size]),
-                                         seed + s)["audio"] for s in range(0, len(windows), size)]
-            audio = torch.cat(list(torch.cat(parts)), dim=-1)[:, : round(duration * spec.sample_rate)]
-            mux_audio(it.path, audio, spec.sample_rate, out / f"{it.id}.mp4")
-            write_wav(out / f"{it.id}.wav", audio, spec.sample_rate)
-            preview = windows.reshape(-1, *windows.shape[2:])[: round(duration * spec.fps)]
-            save_av_figure(out / f"{it.id}.png", preview, audio, spec.fps, spec.sample_rate,
-                           title=it.caption or it.path.name)
-            atomic_write_text(out / f"{it.id}.txt", it.caption + "\n")
-            _append_manifest(out, [{"id": it.id, "source": str(it.path), "caption": it.caption, "seed": seed,
-                                    "windows": len(windows), "seconds": round(duration, 6),
-                                    "files": [f"{it.id}{s}" for s in CLIP_SUFFIXES]}])
-            written.append(it.id)
-            bar.advance()
-    return written
+        return _deal_out(list(enumerate(items)), make, lambda task: 1, out, bar)
 
 
 def default_out(run_dir: Path, settings: dict[str, Any]) -> Path:

@@ -5,7 +5,8 @@ mode needs) that turns prompts (or videos) into clips.
 with :meth:`SavaPipeline.from_cell`. Calling it runs the recipe's generation mode (a registered
 :class:`sava_core.stage.GenerationMode`, see :mod:`sava_core.modes`) over the prompts in batches
 of ``generate.batch_size``; batch b is seeded by (seed, b), so the same prompt position gets the same
-noise in every variant.
+noise in every variant. Under ``accelerate launch`` the batches are dealt out to the processes
+(batch k to process k mod n) and gathered, so every process ends with the samples one process makes.
 """
 
 from __future__ import annotations
@@ -95,16 +96,26 @@ class SavaPipeline:
     def __call__(self, prompts: list[str], videos: Tensor | None = None, seed: int | None = None) -> dict[str, Any]:
         """Clips for ``prompts`` (and ``videos``, (N, F, 3, H, W), for a mode that takes them) in
         batches; ``seed`` defaults to the recipe's. Returns ``video``, ``audio`` (and the latent
-        grids where the mode samples them) over all prompts, and ``timings`` (seconds, summed)."""
+        grids where the mode samples them) over all prompts, and ``timings`` (seconds, summed over
+        the batches). Under several processes every process must call it (it gathers the batches)."""
+        from accelerate import PartialState
+        from accelerate.utils import gather_object
+
         if self.mode.from_test_videos and videos is None:
             raise SavaError(f"generate.mode {self.recipe.generate.mode}: give the videos to make audio for")
         size, base = self.recipe.generate.batch_size, self.recipe.seed if seed is None else seed
-        outs = []
-        with progress(f"sampling ({self.recipe.generate.mode})", len(prompts), unit="clip") as bar:
-            for s in range(0, len(prompts), size):
-                outs.append(self.mode.generate(self, prompts[s : s + size], batch_seed(base, s),
-                                               None if videos is None else videos[s : s + size]))
-                bar.advance(len(outs[-1]["audio"]))
+        state = PartialState()
+        mine = list(range(0, len(prompts), size))[state.process_index :: state.num_processes]
+        done = []
+        with progress(f"sampling ({self.recipe.generate.mode})", sum(len(prompts[s : s + size]) for s in mine),
+                      unit="clip") as bar:
+            for s in mine:
+                done.append((s, self.mode.generate(self, prompts[s : s + size], batch_seed(base, s),
+                                                   None if videos is None else videos[s : s + size])))
+                bar.advance(len(done[-1][1]["audio"]))
+        if state.num_processes > 1:  # gathered by pickling: CUDA tensors would unpickle onto the sender's device
+            done = [(s, {k: v.cpu() if isinstance(v, Tensor) else v for k, v in o.items()}) for s, o in done]
+        outs = [o for _, o in sorted(gather_object(done), key=lambda d: d[0])]
         keys = [k for k in ("video_grid", "audio_grid", "video", "audio") if all(k in o for o in outs)]
         merged: dict[str, Any] = {k: torch.cat([o[k] for o in outs]) for k in keys}
         merged["timings"] = {k: sum(o["timings"].get(k, 0.0) for o in outs) for k in outs[0]["timings"]}

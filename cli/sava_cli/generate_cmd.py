@@ -38,7 +38,9 @@ def generate_command(
         "--out", "-o", help="folder for the clips (default: RUN_DIR/generated/<variant>-<mode>)")] = None,
 ) -> None:
     """Make clips with a finished run's SAVA: text to audio-video (--prompt / --prompts) or video to
-    audio (--video). Writes <id>.mp4, .wav, .png and .txt per clip; clips already there are kept."""
+    audio (--video). Writes <id>.mp4, .wav, .png and .txt per clip; clips already there are kept.
+
+    Under `accelerate launch` the processes share the batches (or videos) out."""
     from sava_cli.components import registries
     from sava_core.errors import SavaError
     from sava_core.inference import (
@@ -68,5 +70,8 @@ def generate_command(
     else:
         assert texts_in is not None
         total, written = len(texts_in), generate_from_prompts(pipe, settings, texts_in, folder)
+    from accelerate import PartialState
+
     kept = total - len(written)
-    typer.echo(f"{len(written)} clip(s) written to {folder}" + (f" ({kept} already there)" if kept else ""))
+    if PartialState().is_main_process:
+        typer.echo(f"{len(written)} clip(s) written to {folder}" + (f" ({kept} already there)" if kept else ""))

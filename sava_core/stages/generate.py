@@ -10,16 +10,25 @@ captions: does the audio follow the video or the text?), and the real test segme
 beside the generated ones as the paired reference of ``generate.metrics`` unless
 ``generate.reference`` is set. Fréchet distances of the generated clips' VAE latents against the
 test split are reported per modality (FVD- and FAD-like: the world's own encoders, not I3D or VGGish).
+
+Under ``accelerate launch`` every process samples its share of the batches (the pipeline gathers
+them); the main process alone computes the checks and metrics and writes the samples and clips,
+then hands its metrics to the others, so the cell's results are those of one process.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sava_core.config import Recipe
 from sava_core.registry import Registries
 from sava_core.stage import GenerationMode, Stage, StageContext
+
+if TYPE_CHECKING:
+    from sava_core.contracts import Dataset
+    from sava_core.encoding import MediaSplit
+    from sava_core.pipeline import SavaPipeline
 
 
 class Generate(Stage):
@@ -57,10 +66,11 @@ class Generate(Stage):
         return ["samples/prompts.json"]
 
     def run(self, context: StageContext) -> dict[str, float]:
+        from accelerate import PartialState
+        from accelerate.utils import broadcast_object_list
+
         from sava_core.contracts import GroundTruthWorld
         from sava_core.encoding import load_media, media_dataset
-        from sava_core.io import atomic_write_json
-        from sava_core.media_io import save_samples, write_clips
         from sava_core.pipeline import SavaPipeline
 
         recipe, cell_dir, registries = context.recipe, context.cell_dir, context.registries
@@ -79,34 +89,52 @@ class Generate(Stage):
             # audio, and the caption's clip's factors as what the text asked for
             if isinstance(data, GroundTruthWorld):
                 truth = [data.factors("test", j) for j in shifted]
-        clip = data.media("test")[0]
         pipe = SavaPipeline.from_cell(recipe, cell_dir, registries)
+        # sampling is shared by every process (each samples its batches, all get all of them) ...
         out = pipe(prompts, videos=test.video if (mode.from_test_videos and test is not None) else None)
-        video, audio, timings = out["video"], out["audio"], out["timings"]
-        metrics: dict[str, float] = {}
-        if "video_grid" in out and "audio_grid" in out:
-            metrics |= pipe.frechet_to_test(data, out["video_grid"], out["audio_grid"])
-            if cfg.sensitivity:
-                metrics |= pipe.sensitivity(data)
-        if truth is not None and isinstance(data, GroundTruthWorld):
-            metrics |= data.ground_truth_metrics(video, audio, truth, cfg.event_tolerance)
-        metrics["seconds_per_clip"] = sum(timings.values()) / len(prompts)
-        metrics |= {f"seconds_per_clip_{k}": v / len(prompts) for k, v in timings.items()}
-        save_samples(cell_dir / "samples", prompts, video, audio, clip.fps, clip.sample_rate, cfg.save_media)
-        listing: list[dict[str, Any]] = [{"index": i, "prompt": p} for i, p in enumerate(prompts)]
-        if truth is not None and isinstance(data, GroundTruthWorld):  # each saved clip's own checks
-            for i, entry in enumerate(listing[: cfg.save_media]):
-                entry["checks"] = data.ground_truth_metrics(video[i : i + 1], audio[i : i + 1], truth[i : i + 1],
-                                                            cfg.event_tolerance)
-        atomic_write_json(cell_dir / "samples" / "prompts.json", listing)
-        if cfg.metrics:
-            reference: str | Path | None = cfg.reference
-            if reference is None and mode.from_test_videos and test is not None:
-                reference = write_clips(cell_dir / "eval" / "reference", test.captions, test.video, test.audio,
-                                        clip.fps, clip.sample_rate)
-            folder = write_clips(cell_dir / "eval" / "clips", prompts, video, audio, clip.fps, clip.sample_rate)
-            metrics |= _evaluate(cell_dir, folder, cfg.metrics, reference, registries)
-        return metrics
+        grids = "video_grid" in out and "audio_grid" in out
+        sensitivity = pipe.sensitivity(data) if grids and cfg.sensitivity else {}
+        # ... the checks and the files are the main process's
+        metrics = _check_and_write(context, data, pipe, prompts, truth, test, out, sensitivity) \
+            if PartialState().is_main_process else {}
+        return broadcast_object_list([metrics])[0]
+
+
+def _check_and_write(context: StageContext, data: Dataset, pipe: SavaPipeline, prompts: list[str],
+                     truth: list[Any] | None, test: MediaSplit | None, out: dict[str, Any],
+                     sensitivity: dict[str, float]) -> dict[str, float]:
+    """The checks and metrics of the samples ``out`` (see :meth:`SavaPipeline.__call__`), and the
+    samples, ``samples/prompts.json`` and the clips written."""
+    from sava_core.contracts import GroundTruthWorld
+    from sava_core.io import atomic_write_json
+    from sava_core.media_io import save_samples, write_clips
+
+    recipe, cell_dir, registries = context.recipe, context.cell_dir, context.registries
+    cfg = recipe.generate
+    clip = data.media("test")[0]
+    video, audio, timings = out["video"], out["audio"], out["timings"]
+    metrics: dict[str, float] = {}
+    if "video_grid" in out and "audio_grid" in out:
+        metrics |= pipe.frechet_to_test(data, out["video_grid"], out["audio_grid"]) | sensitivity
+    if truth is not None and isinstance(data, GroundTruthWorld):
+        metrics |= data.ground_truth_metrics(video, audio, truth, cfg.event_tolerance)
+    metrics["seconds_per_clip"] = sum(timings.values()) / len(prompts)
+    metrics |= {f"seconds_per_clip_{k}": v / len(prompts) for k, v in timings.items()}
+    save_samples(cell_dir / "samples", prompts, video, audio, clip.fps, clip.sample_rate, cfg.save_media)
+    listing: list[dict[str, Any]] = [{"index": i, "prompt": p} for i, p in enumerate(prompts)]
+    if truth is not None and isinstance(data, GroundTruthWorld):  # each saved clip's own checks
+        for i, entry in enumerate(listing[: cfg.save_media]):
+            entry["checks"] = data.ground_truth_metrics(video[i : i + 1], audio[i : i + 1], truth[i : i + 1],
+                                                        cfg.event_tolerance)
+    atomic_write_json(cell_dir / "samples" / "prompts.json", listing)
+    if cfg.metrics:
+        reference: str | Path | None = cfg.reference
+        if reference is None and pipe.mode.from_test_videos and test is not None:
+            reference = write_clips(cell_dir / "eval" / "reference", test.captions, test.video, test.audio,
+                                    clip.fps, clip.sample_rate)
+        folder = write_clips(cell_dir / "eval" / "clips", prompts, video, audio, clip.fps, clip.sample_rate)
+        metrics |= _evaluate(cell_dir, folder, cfg.metrics, reference, registries)
+    return metrics
 
 
 def _evaluate(cell_dir: Path, folder: Path, metrics: list[str], reference: str | Path | None,
