@@ -24,7 +24,8 @@ def set_quiet(quiet: bool) -> None:
     _settings["quiet"] = quiet
 
 
-def _is_main_process() -> bool:
+def is_main_process() -> bool:
+    """Whether this is the main process of an ``accelerate launch`` (read from the launcher's environment)."""
     return os.environ.get("RANK", "0") in ("", "0") and os.environ.get("LOCAL_RANK", "0") in ("", "0")
 
 
@@ -104,7 +105,7 @@ def progress(description: str, total: int | None, unit: str = "step", start: int
     """Show the progress of a loop of ``total`` ``unit`` s (None: unknown), ``start`` of them
     already done (a resumed phase); ``enabled=False`` (e.g. not the main process) shows nothing."""
     stream = stream or sys.stderr
-    if not enabled or _settings["quiet"] or not _is_main_process():
+    if not enabled or _settings["quiet"] or not is_main_process():
         yield Progress(description, total, unit, start)
         return
     if stream.isatty():

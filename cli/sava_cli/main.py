@@ -120,6 +120,7 @@ def run(
     """Run a recipe: every variant and seed, then print the comparison table.
 
     Under `accelerate launch` every process trains and the main process writes."""
+    from sava_core.progress import is_main_process
     from sava_core.recipe import plan
     from sava_core.runner import default_out, parse_shard, run_plan, shard_cells
 
@@ -130,11 +131,14 @@ def run(
     if resume and out is None:
         raise SavaError("--resume needs --out DIR: the run directory to continue")
     out = out or default_out(p.cells[0].recipe.name + (f"-shard{parts[0]}of{parts[1]}" if parts else ""))
-    typer.echo(f"running {path} ({len(shard_cells(p.cells, parts))} of {len(p.cells)} run(s)) into {out}")
+    main = is_main_process()  # under accelerate launch, the others print nothing
+    if main:
+        typer.echo(f"running {path} ({len(shard_cells(p.cells, parts))} of {len(p.cells)} run(s)) into {out}")
     result = run_plan(p, out, resume=resume, shard=parts, registries=registries())
-    typer.echo("")
-    typer.echo(result.table)
-    typer.echo(f"results: {out / 'results.md'} and {out / 'results.csv'}")
+    if main:
+        typer.echo("")
+        typer.echo(result.table)
+        typer.echo(f"results: {out / 'results.md'} and {out / 'results.csv'}")
 
 
 @app.command()
