@@ -12,6 +12,12 @@ While :func:`released_sizes` is active, ``from_pretrained`` of diffusers and tra
 builds the class from its ``config.json`` on the meta device (in the requested dtype), tokenizers
 are placeholders that refuse to tokenize (nothing here tokenizes: text tokens are meta tensors of
 the encoder's width and length), and hub ids resolve to the shipped configs; nothing is downloaded.
+A diffusers pipeline's ``from_pretrained`` (LTX-2's ``LTX2Pipeline``) loads each of its components
+through these, so it is built on meta from the pipeline folder's ``model_index.json`` and sub-folders.
+
+A joint generator is reported whole and per sub-model (``joint_generator.<name>``: its children, a
+ModuleDict's entries in its place), and runs its ``check_step()`` when it has one (LTX-2: the first guided
+denoising step of its schedule at its call sizes, from zero text embeddings), which returns its latent shapes.
 
 Memory model (bytes, activations NOT included): inference = parameters x bytes of the component's
 dtype; training = frozen parameters x dtype bytes + trainable parameters x (dtype bytes for the
@@ -60,10 +66,11 @@ class BuildReport:
     components: list[ComponentSize]
 
     def table(self) -> str:
-        rows = [f"{'slot':<22} {'component':<16} {'dtype':<9} {'params':>15} {'trainable':>13} "
+        w = max([22, *(len(c.slot) for c in self.components)])
+        rows = [f"{'slot':<{w}} {'component':<16} {'dtype':<9} {'params':>15} {'trainable':>13} "
                 f"{'train GiB':>10} {'infer GiB':>10}  source"]
         for c in self.components:
-            rows.append(f"{c.slot:<22} {c.name:<16} {c.dtype:<9} {c.params:>15,} {c.trainable:>13,} "
+            rows.append(f"{c.slot:<{w}} {c.name:<16} {c.dtype:<9} {c.params:>15,} {c.trainable:>13,} "
                         f"{c.train_bytes / 2**30:>10.2f} {c.infer_bytes / 2**30:>10.2f}  {c.source}")
         shapes = ", ".join(f"{k} {tuple(v)}" for k, v in self.shapes.items())
         return "\n".join([f"shapes: {shapes}", *rows,
@@ -244,6 +251,8 @@ def check_build(recipe: Recipe, registries: Registries) -> BuildReport:
         if m.joint_generator is not None:
             gen = registries["joint_generator"].build(m.joint_generator.name, m.joint_generator.params)
             sizes.append(_size("joint_generator", m.joint_generator, gen))
+            sizes += [_size(f"joint_generator.{name}", m.joint_generator, part) for name, part in _parts(gen)]
+            shapes.update(_joint_step(gen))
             return BuildReport(recipe.name, shapes, sizes)
         built: dict[str, Any] = {}
         for slot in ("video_encoder", "audio_encoder", "video_vae", "audio_vae"):
@@ -311,6 +320,29 @@ def check_build(recipe: Recipe, registries: Registries) -> BuildReport:
             sizes.append(_size(slot, ref, backbone, base=base))
             sizes.append(_size(f"phi ({modality})", None, phi, "float32", "recipe"))
     return BuildReport(recipe.name, shapes, sizes)
+
+
+def _parts(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """A joint generator's sub-models: its children, with a ModuleDict's entries in its place."""
+    parts: list[tuple[str, nn.Module]] = []
+    for name, child in module.named_children():
+        parts += list(child.items()) if isinstance(child, nn.ModuleDict) else [(name, child)]
+    return parts
+
+
+def _joint_step(gen: Any) -> dict[str, tuple[int, ...]]:
+    """The joint generator's ``check_step()`` (one guided denoising step at its call sizes, returning
+    the shapes of its latents), when it has one."""
+    step = getattr(gen, "check_step", None)
+    if step is None:
+        return {}
+    try:
+        return dict(step())
+    except SavaError:
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        raise SavaError(f"model.joint_generator: a denoising step at the configured sizes failed: "
+                        f"{type(err).__name__}: {err}") from None
 
 
 def _text_length(backbone: Any, text: Any) -> int:

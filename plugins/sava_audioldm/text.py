@@ -109,6 +109,8 @@ class AudioLDM2Text(TextEncoder):
         self.language_model_dim = int(self.language_model.config.n_embd)
         self.t5_dim = int(self.t5.config.d_model)
         self.dim = max(self.language_model_dim, self.t5_dim)
+        #: Tokens per prompt at most: the generated ones and T5's, padded to the longest prompt up to its limit.
+        self.max_length = GENERATED_TOKENS + int(modules["tokenizer_2"].model_max_length)
         self.requires_grad_(False).eval()
 
     @torch.no_grad()

@@ -108,6 +108,29 @@ class LTX2JointGenerator(JointGenerator):
         audio = nn.functional.pad(audio, (0, max(samples - audio.shape[-1], 0)))[..., :samples]
         return video, audio
 
+    @torch.no_grad()
+    def check_step(self) -> dict[str, tuple[int, ...]]:
+        """The first guided denoising step of the pipeline's own schedule at the call sizes, for one clip,
+        from zero text embeddings of the text encoder's stacked hidden states (B, L, hidden x (layers + 1)):
+        nothing is tokenized or decoded. Returns the shapes of the video and audio latents after it;
+        ``sava validate --build`` runs it on the meta device."""
+        p, weight = self.params, next(self.pipe.transformer.parameters())
+        text = self.pipe.text_encoder.config.get_text_config()
+        length = self.call_sizes["max_sequence_length"]
+        embeds = torch.zeros(1, length, text.hidden_size * (text.num_hidden_layers + 1), device=weight.device,
+                             dtype=weight.dtype)
+        mask = torch.ones(1, length, dtype=torch.long, device=weight.device)
+        extra = {k: getattr(p, k) for k in GUIDANCE if k != "negative_prompt" and getattr(p, k) is not None}
+
+        def stop(pipe: Any, step: int, timestep: Any, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+            pipe._interrupt = True
+            return tensors
+
+        out = self.pipe(prompt_embeds=embeds, prompt_attention_mask=mask, negative_prompt_embeds=embeds,
+                        negative_prompt_attention_mask=mask, frame_rate=self.fps, output_type="latent",
+                        callback_on_step_end=stop, **self.call_sizes, **extra)
+        return {"video_latents": tuple(out.frames.shape), "audio_latents": tuple(out.audio.shape)}
+
     def forward(self, prompts: list[str], generator: torch.Generator) -> tuple[Tensor, Tensor]:
         return self.generate(prompts, generator)
 
