@@ -55,7 +55,7 @@ def test_the_settings_each_benchmark_pins(tmp_path):
           .metric_specs("av-benchmark", folder).items()}
     assert all(av[c]["extractor_params"]["clip_seconds"] == 8 for c in ("FD-VGG", "FD-PANN", "FD-PASST", "KL-PASST"))
     assert av["FD-PASST"]["extractor"] == "passt" and av["ISC-PANNS"]["seed"] == 2020
-    assert av["IB-Score"]["duration_seconds"] == 8
+    assert av["IB-Score"]["duration_seconds"] == 8 and av["DeSync"]["duration_seconds"] == 8
     _, folder = _weights(tmp_path, "javisbench")
     jb = {k: parse_metric_spec(s).params for k, s in get_registries()["eval_protocol"].build("javisbench")
           .metric_specs("javisbench", folder).items()}

@@ -181,3 +181,20 @@ class AVAlignParams(StrictModel):
     implementation: Literal["tempotokens", "javisbench"] = Field(
         "tempotokens", description="tempotokens: AV-Align's authors' (22,050 Hz, peaks >= 0.1 px, each peak matched "
         "once); javisbench: JavisBench's (the file's rate, every local maximum, a peak may match several onsets)")
+
+
+class SynchformerParams(ExtractorParams):
+    """Synchformer (Iashin et al. 2024) as av-benchmark runs it for DeSync: ``checkpoint`` is the local
+    ``synchformer_state_dict.pth`` (a plain state dict). See sava_metrics.synchformer and sava_metrics.desync."""
+
+
+class DeSyncParams(MetricParams):
+    """av-benchmark's DeSync: per clip, |offset| (s) of Synchformer's argmax offset class on the first and the
+    last 14 segments (4.8 s each), averaged; mean over clips; lower is better. See sava_metrics.desync."""
+
+    extractor: str = "synchformer"
+    duration_seconds: float = Field(8.0, ge=4.8, description="the first duration_seconds of each clip are read: "
+                                    "25 fps video and 16 kHz audio (av-benchmark's --audio_length); shorter clips "
+                                    "are left out (too few frames) or refused (too little audio)")
+    batch_size: int = Field(2, ge=1, description="clips per extractor call (each holds 25 x duration_seconds "
+                                                 "frames of 3 x 224 x 224 floats: 120 MB for 8 s)")

@@ -48,3 +48,8 @@ def sava_register(registry) -> None:  # type: ignore[no-untyped-def]
                       summary="av-benchmark IB-score: cosine of ImageBind video (0.5 fps, 3 crops) and audio")
     for name, cls, summary in _PROTOCOLS:
         registry.register("eval_protocol", name, f"sava_metrics.protocols:{cls}", summary=summary)
+    registry.register("extractor", "synchformer", "sava_metrics.desync:SynchformerExtractor",
+                      params="sava_metrics.params:SynchformerParams",
+                      summary="Synchformer (av-benchmark): audio-video offset logits of two 4.8 s windows (DeSync)")
+    registry.register("metric", "desync", "sava_metrics.desync:DeSync", params="sava_metrics.params:DeSyncParams",
+                      summary="av-benchmark DeSync: mean |Synchformer offset| (s) of the first and last 4.8 s")

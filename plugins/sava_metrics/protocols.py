@@ -50,7 +50,8 @@ class AVBenchmark(EvalProtocol):
         Column("ISC-PASST", f"isc extractor=passt seed=2020 extractor_params.checkpoint={{passt}} {_audio}"),
         Column("IB-Score",
                f"ib_score duration_seconds={AV_BENCHMARK_SECONDS:g} extractor_params.checkpoint={{imagebind}}"),
-        Column("DeSync", "desync extractor_params.checkpoint={synchformer}"),
+        Column("DeSync",
+               f"desync duration_seconds={AV_BENCHMARK_SECONDS:g} extractor_params.checkpoint={{synchformer}}"),
         Column("LAION-CLAP", "clap_score extractor_params.checkpoint={clap}"),
     )
     not_in_sava: ClassVar[dict[str, str]] = {
