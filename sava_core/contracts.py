@@ -149,7 +149,8 @@ class Mask(nn.Module, Component, ABC):
     * ``train()`` / ``eval()``: training-only behaviour (noise, dropout on the partner, sampled
       gates) must be off in eval mode, which is how the audit, P_theta's targets and Stage II call
       it: an eval-mode mask is a deterministic function of its inputs;
-    * :meth:`regulariser`: the sparsity penalty Eq. 7 adds, times ``lam``, for each mask.
+    * :meth:`regulariser`: the sparsity penalty Eq. 7 adds, times ``lam``, for each mask;
+    * :meth:`auxiliary_loss`: a loss of the mask's own (e.g. a predictor it trains), added unweighted.
 
     The audit (:mod:`sava_core.audit`) reports ``density`` (the fraction of entries above
     ``threshold``), ``mask_mean`` (the mean weight) and ``support_jaccard`` from eval-mode weights,
@@ -173,6 +174,13 @@ class Mask(nn.Module, Component, ABC):
         number of open gates) recomputes what it needs from them. Default: the density, the L1
         norm of ``weights`` divided by d, mean over tokens (in [0, 1])."""
         return weights.abs().mean()
+
+    def auxiliary_loss(self, own: Tensor, partner: Tensor) -> Tensor | None:
+        """A loss that trains parts of the mask Eq. 7 does not reach (the ``predicted`` mask's partner
+        predictor), added to Stage I's total unweighted; ``own``, ``partner`` as in :meth:`forward`.
+        It should not move the adapters (detach its inputs), so that Eq. 7 keeps its meaning.
+        Default: None (no such loss)."""
+        return None
 
     def audit_values(self, own: Tensor, partner: Tensor) -> dict[str, float]:
         """Figures of this mask for the audit (eval mode, one split's latents (N, T, d) each), by

@@ -66,12 +66,14 @@ def stage1_loss(
     alpha: float,
     lam: float,
     sparsity: Tensor | None = None,
+    auxiliary: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Eq. 7. ``xa_hat = g_A(M_V * z_v)``, ``xv_hat = g_V(M_A * z_a)``; masks None for the ``none``
     variant (no sparsity term). ``sparsity``: the sum of the two masks' regularisers (default: the
-    sum of their densities). Returns every term (``density``: the masks' mean density, logged
-    whatever the regulariser; ``sparsity``: half the regularisers' sum, when one is given) and
-    ``loss``, the total."""
+    sum of their densities). ``auxiliary``: the masks' own losses (:meth:`Mask.auxiliary_loss`),
+    added unweighted. Returns every term (``density``: the masks' mean density, logged whatever
+    the regulariser; ``sparsity``: half the regularisers' sum, when one is given; ``mask_aux``)
+    and ``loss``, the total."""
     terms = {
         "rec_a": reconstruction_loss(xa_hat, xa),
         "rec_v": reconstruction_loss(xv_hat, xv),
@@ -86,6 +88,9 @@ def stage1_loss(
         else:
             terms["sparsity"] = 0.5 * sparsity.detach()
         loss = loss + lam * sparsity
+    if auxiliary is not None:
+        terms["mask_aux"] = auxiliary.detach()
+        loss = loss + auxiliary
     terms["loss"] = loss
     return terms
 
@@ -104,8 +109,11 @@ class AlignObjective(nn.Module):
                                mv=None, ma=None, alpha=self.alpha, lam=self.lam)
         m_v, m_a = self.model.m_v, self.model.m_a
         sparsity = m_v.regulariser(out.zv, out.za, out.mv) + m_a.regulariser(out.za, out.zv, out.ma)
+        own_losses = [x for x in (m_v.auxiliary_loss(out.zv, out.za), m_a.auxiliary_loss(out.za, out.zv))
+                      if x is not None]
         return stage1_loss(xv=xv, xa=xa, xv_hat=out.xv_hat, xa_hat=out.xa_hat, zv=out.zv, za=out.za,
-                           mv=out.mv, ma=out.ma, alpha=self.alpha, lam=self.lam, sparsity=sparsity)
+                           mv=out.mv, ma=out.ma, alpha=self.alpha, lam=self.lam, sparsity=sparsity,
+                           auxiliary=sum(own_losses[1:], own_losses[0]) if own_losses else None)
 
 
 class ProjectorObjective(nn.Module):

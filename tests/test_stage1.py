@@ -24,7 +24,7 @@ from sava_core.training import Trainer
 QUICKSTART = REPO / "recipes" / "align_quickstart.yaml"
 
 
-@pytest.mark.parametrize("mode", ["none", "video_only", "joint"])
+@pytest.mark.parametrize("mode", ["none", "video_only", "joint", "predicted"])
 @pytest.mark.parametrize("hard", [False, True])
 def test_mask_variants_shape_and_range(mode, hard):
     torch.manual_seed(0)
@@ -37,7 +37,51 @@ def test_mask_variants_shape_and_range(mode, hard):
     if hard:
         assert set(m.unique().tolist()) <= {0.0, 1.0}
     changed = not torch.equal(m, mask(own, torch.randn(3, 4, 6)))
-    assert changed == (mode == "joint")  # only the joint mask looks at the partner
+    assert changed == (mode == "joint")  # only the joint mask looks at the partner (predicted: at its prediction)
+    assert mask.uses_partner == (mode == "joint")
+
+
+def test_the_predicted_mask_trains_its_partner_predictor_alone():
+    """The predicted mask reads R(own), trained by its auxiliary loss on detached latents: that loss
+    moves R and nothing upstream, and R learns the partner where the partner is a function of own."""
+    torch.manual_seed(0)
+    mask = MLPMask(MaskParams(mode="predicted"), dim=4)
+    own = torch.randn(64, 3, 4, requires_grad=True)
+    partner = own.detach().flip(-1) * 2.0  # predictable from own
+    assert MLPMask(MaskParams(mode="video_only"), dim=4).auxiliary_loss(own, partner) is None
+    loss = mask.auxiliary_loss(own, partner)
+    loss.backward()
+    assert own.grad is None  # the adapters are not moved by it
+    assert all(p.grad is None for p in mask.net.parameters())  # nor the mask network
+    opt = torch.optim.Adam(mask.predictor.parameters(), lr=0.01)
+    first = float(loss.detach())
+    for _ in range(300):
+        opt.zero_grad()
+        mask.auxiliary_loss(own, partner).backward()
+        opt.step()
+    assert float(mask.auxiliary_loss(own, partner)) < 0.05 * first
+    mask.zero_grad(set_to_none=True)
+    mask(own, partner).sum().backward()  # the mask's own gradient does not reach R
+    assert all(p.grad is None for p in mask.predictor.parameters())
+    assert any(p.grad is not None for p in mask.net.parameters())
+
+
+def test_stage1_adds_the_masks_auxiliary_losses_unweighted():
+    from sava_core.alignment import AlignModel
+    from sava_core.config import Recipe
+    from sava_core.losses import AlignObjective
+
+    recipe = Recipe.model_validate({"name": "r", "data": {"name": "factor_world"},
+                                    "model": {"mask": {"name": "mlp", "params": {"mode": "predicted"}}},
+                                    "align": {"width": 8}})
+    torch.manual_seed(0)
+    model = AlignModel(recipe, get_registries(), 6, 5)
+    terms = AlignObjective(model, alpha=0.1, lam=5.0)(torch.randn(4, 3, 6), torch.randn(4, 3, 5))
+    out = model(torch.randn(1, 1, 6), torch.randn(1, 1, 5))
+    assert out.mv.shape == (1, 1, 8)
+    expected = terms["rec_a"] + terms["rec_v"] + 0.1 * terms["align"] + 5.0 * 2 * terms["sparsity"] + terms["mask_aux"]
+    assert float(terms["loss"]) == pytest.approx(float(expected), rel=1e-6)
+    assert float(terms["mask_aux"]) > 0
 
 
 def test_hard_mask_has_a_straight_through_gradient():

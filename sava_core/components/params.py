@@ -21,8 +21,9 @@ class MLPParams(StrictModel):
 class MaskParams(StrictModel):
     """Mask networks M_V, M_A (Eq. 4-5) and the leakage mitigations of the joint variant."""
 
-    mode: Literal["none", "video_only", "joint"] = Field(
-        "joint", description="Table 3: none = direct alignment; video_only = own latent only; joint = both"
+    mode: Literal["none", "video_only", "joint", "predicted"] = Field(
+        "joint", description="Table 3: none = direct alignment; video_only = own latent only; joint = both; "
+        "predicted = own latent and its own prediction of the partner (trained on the partner, never reads it)"
     )
     hard: bool = Field(False, description="threshold at `threshold` with a straight-through gradient")
     threshold: float = Field(0.5, gt=0, lt=1)
@@ -35,6 +36,7 @@ class MaskParams(StrictModel):
     partner_dropout: float = Field(
         0.0, ge=0, le=1, description="joint only: probability of zeroing the partner input per clip while training"
     )
+    predictor_hidden: int = Field(64, ge=1, description="predicted only: hidden width of the partner predictor")
 
 
 class HardConcreteMaskParams(StrictModel):

@@ -71,7 +71,15 @@ def straight_through(soft: Tensor, threshold: float) -> Tensor:
 
 
 class MLPMask(Mask):
-    """M: sigmoid(MLP(input)) per time step, input = own (``video_only``) or [own; partner] (``joint``).
+    """M: sigmoid(MLP(input)) per time step, input = own (``video_only``), [own; partner] (``joint``)
+    or [own; R(own)] (``predicted``).
+
+    ``predicted`` is a joint mask that cannot leak: R, a per-step MLP, is trained (by
+    :meth:`auxiliary_loss`, on detached latents) to predict the partner's aligned latent from the
+    own one, and the mask reads that prediction instead of the partner. The mask is then a function
+    of its own modality only, so its output carries none of the partner's own content, whatever the
+    training does, and P_theta can reproduce the masked video latent from the video alone; the
+    partner still shapes it, through what R learns of it.
 
     (own, partner): (B, T, d) each -> (B, T, d) in [0, 1]; exactly {0, 1} when ``hard``.
     """
@@ -86,10 +94,14 @@ class MLPMask(Mask):
         self.is_identity, self.uses_partner = params.mode == "none", params.mode == "joint"
         self.net: nn.Module | None = None
         if params.mode != "none":
-            in_dim = dim * (2 if params.mode == "joint" else 1)
+            in_dim = dim * (1 if params.mode == "video_only" else 2)
             first, last = nn.Linear(in_dim, params.hidden), nn.Linear(params.hidden, dim)  # in this order: seeded init
             nn.init.constant_(last.bias, params.init_open)
             self.net = nn.Sequential(first, nn.GELU(), last)
+        self.predictor: nn.Module | None = None
+        if params.mode == "predicted":
+            self.predictor = nn.Sequential(nn.Linear(dim, params.predictor_hidden), nn.GELU(),
+                                           nn.Linear(params.predictor_hidden, dim))
 
     def _partner(self, partner: Tensor) -> Tensor:
         p = self.params
@@ -102,12 +114,30 @@ class MLPMask(Mask):
             partner = partner * keep
         return partner
 
+    def predicted_partner(self, own: Tensor) -> Tensor:
+        """R(own): the ``predicted`` mask's estimate of the partner's aligned latent, (B, T, d), detached."""
+        assert self.predictor is not None
+        out: Tensor = self.predictor(own.detach())
+        return out.detach()
+
     def forward(self, own: Tensor, partner: Tensor) -> Tensor:
         if self.net is None:
             return own.new_ones(own.shape)
-        x = own if self.mode == "video_only" else torch.cat([own, self._partner(partner)], dim=-1)
+        if self.mode == "video_only":
+            x = own
+        elif self.mode == "predicted":
+            x = torch.cat([own, self.predicted_partner(own)], dim=-1)
+        else:
+            x = torch.cat([own, self._partner(partner)], dim=-1)
         soft = self.net(x).sigmoid()
         return straight_through(soft, self.params.threshold) if self.hard else soft
+
+    def auxiliary_loss(self, own: Tensor, partner: Tensor) -> Tensor | None:
+        """``predicted``: R's squared error (summed over d, mean over tokens) against the detached
+        partner, from the detached own latent: it trains R alone. Other modes: None."""
+        if self.predictor is None:
+            return None
+        return (self.predictor(own.detach()) - partner.detach()).pow(2).sum(-1).mean()
 
 
 
