@@ -66,16 +66,23 @@ def _check_lines(checks: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def mean_and_spread(summary_row: Mapping[str, Any], column: str, fmt: Any = None) -> str:
+    """``mean ± std`` of one summary cell, the mean alone for a single run (no spread to show), ``n/a``
+    when no run has the value."""
+    fmt = fmt or _number
+    mean, std = summary_row[column]
+    if math.isnan(mean):
+        return "n/a"
+    return fmt(mean) if summary_row["n"] < 2 else f"{fmt(mean)} ± {fmt(std)}"
+
+
 def _table(summary: list[dict[str, Any]], columns: list[str], flags: Mapping[str, str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["variant", "n", *columns])
     head += "<th>flags</th>" if flags else ""
     rows = []
     for s in summary:
         cells = [f"<td>{html.escape(s['variant'])}</td>", f"<td class=num>{s['n']}</td>"]
-        for c in columns:
-            mean, std = s[c]
-            cells.append(f"<td class=num>{_number(mean)} ± {_number(std)}</td>" if not math.isnan(mean)
-                         else "<td class=num>n/a</td>")
+        cells += [f"<td class=num>{mean_and_spread(s, c, _number)}</td>" for c in columns]
         if flags:
             cells.append(f"<td class=flag>{html.escape(flags.get(s['variant'], ''))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")

@@ -38,7 +38,7 @@ from sava_core import __version__
 from sava_core.errors import SavaError
 from sava_core.io import atomic_write_json, atomic_write_text, atomic_write_with
 from sava_core.registry import Registries
-from sava_core.results_page import write_results_page
+from sava_core.results_page import mean_and_spread, write_results_page
 
 ID_COLUMNS = ("variant", "seed")
 
@@ -229,14 +229,22 @@ def summarise(rows: list[dict[str, Any]], columns: list[str]) -> list[dict[str, 
     return out
 
 
+def spread_note(seeds: list[int]) -> str:
+    """The sentence under a results table that says what its cells are."""
+    if len(seeds) < 2:
+        return f"One seed ({seeds[0] if seeds else '-'}): single runs, no spread across seeds; n = runs per variant."
+    return f"Mean ± sample standard deviation over seeds {seeds}; n = runs per variant."
+
+
 def markdown_table(summary: list[dict[str, Any]], columns: list[str], flags: Mapping[str, str] | None = None) -> str:
-    """A Table-3-style Markdown table: ``mean ± std`` per variant and metric; with ``flags`` (variant ->
-    text, see :func:`collapse_flags`), a last ``flags`` column."""
+    """A Table-3-style Markdown table: ``mean ± std`` per variant and metric (the value alone for a
+    variant with one run); with ``flags`` (variant -> text, see :func:`collapse_flags`), a last
+    ``flags`` column."""
     head = "| variant | n | " + " | ".join(columns) + " |" + (" flags |" if flags else "")
     sep = "|---|---:|" + "---:|" * len(columns) + ("---|" if flags else "")
     lines = [head, sep]
     for s in summary:
-        cells = [f"{_fmt(s[c][0])} ± {_fmt(s[c][1])}" if not math.isnan(s[c][0]) else "n/a" for c in columns]
+        cells = [mean_and_spread(s, c, _fmt) for c in columns]
         if flags:
             cells.append(flags.get(s["variant"], ""))
         lines.append(f"| {s['variant']} | {s['n']} | " + " | ".join(cells) + " |")
@@ -275,7 +283,7 @@ def write_results(
             by_variant.setdefault(variant, []).append(f"seed {seed}: {text}")
     table = markdown_table(summary, shown, {v: "; ".join(t) for v, t in by_variant.items()} if flagged else None)
     seeds = sorted({r["seed"] for r in rows})
-    text = f"# {title}\n\nMean ± sample standard deviation over seeds {seeds}; n = runs per variant.\n\n{table}"
+    text = f"# {title}\n\n{spread_note(seeds)}\n\n{table}"
     if set(shown) != set(all_columns):
         text += f"\nAll columns are in results.csv: {', '.join(all_columns)}.\n"
     if flagged:
@@ -286,7 +294,7 @@ def write_results(
         plot_results(out / "plots", summary, shown, sweep or {})
     dirs = cell_dirs or {(variant, seed): cell_dir(out, variant, seed) for variant, seed, _ in cells}
     write_results_page(out, title, summary, shown, {v: "; ".join(t) for v, t in by_variant.items()}, dirs,
-                       note=f"Mean ± sample standard deviation over seeds {seeds}; n = runs per variant.")
+                       note=spread_note(seeds))
     return table
 
 

@@ -86,3 +86,15 @@ def test_the_page_opens_in_chromium_and_every_clip_plays(tiny_quickstart):
         assert "error" not in v, v
         assert v["width"] == 32 and v["duration"] == pytest.approx(2.0, abs=0.2) and v["time"] > 0, v
     assert (ARTIFACTS / "results_html.png").stat().st_size > 10_000
+
+
+def test_tables_show_a_spread_only_where_there_are_several_runs():
+    """One run has no spread to report: its cells are the value alone (not "± 0.000"), and the note
+    under the table says so; several runs give mean ± sample std."""
+    from sava_core.rundir import markdown_table, spread_note, summarise
+
+    rows = [{"variant": "a", "seed": 0, "m": 1.0}, {"variant": "a", "seed": 1, "m": 3.0},
+            {"variant": "b", "seed": 0, "m": 2.0}]
+    table = markdown_table(summarise(rows, ["m"]), ["m"])
+    assert "| a | 2 | 2.000 ± 1.414 |" in table and "| b | 1 | 2.000 |" in table
+    assert "no spread" in spread_note([0]) and "sample standard deviation over seeds [0, 1]" in spread_note([0, 1])
