@@ -4,6 +4,8 @@ mode writes aligned outputs of the requested length, and the ground-truth checks
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 
 import av
@@ -127,6 +129,55 @@ def test_audio_backbone_reads_each_condition_token_only_near_its_instant():
     text_moved[:, 0] += 3.0
     with torch.no_grad():
         assert ((attn(hidden, text_moved, mask) - a).abs().amax(-1) > 1e-4).all()  # text reaches every query
+
+
+def test_video_transformer_reads_each_condition_token_only_near_its_frame():
+    """synth_latte (a time axis for TA2V): frame f of F sees condition token k of T only within
+    ``condition_window`` token spacings of its instant, whichever clip of the batch it is in; text is
+    seen by every frame. Checked through the spatial blocks alone (temporal attention off), where
+    nothing else carries information between frames."""
+    from sava_synth.models import SynthLatte
+    from sava_synth.params import SynthLatteParams
+
+    torch.manual_seed(0)
+    model = SynthLatte(SynthLatteParams(layers=1, heads=2, head_dim=8, patch_size=4),
+                       latent_shape=(8, 4, 8, 8), condition_dim=16).eval()
+    x, t = torch.randn(2, 8, 4, 8, 8), torch.tensor([3, 700])
+    text, extra = torch.randn(2, 3, 16), torch.randn(2, 8, 16)
+
+    def frames(extra: Tensor, text: Tensor = text) -> Tensor:
+        tokens, bias = model.condition_bias(Condition(text, None, extra), 8)
+        with torch.no_grad():
+            return model.transformer(x.transpose(1, 2), t, encoder_hidden_states=tokens, encoder_attention_mask=bias,
+                                     enable_temporal_attentions=False).sample.transpose(1, 2)
+
+    base = frames(extra)
+    moved = extra.clone()
+    moved[1, 5] += 3.0  # clip 1, token 5 (instant 11/16 of the clip)
+    changed = (frames(moved) - base).abs().flatten(2).amax(-1)  # (clip, frame)
+    assert (changed[0] == 0).all()  # the other clip of the batch is untouched
+    assert (changed[1, 4:7] > 1e-4).all() and (changed[1, :4] < 1e-6).all() and (changed[1, 7:] < 1e-6).all()
+    text_moved = text.clone()
+    text_moved[:, 0] += 3.0
+    assert ((frames(extra, text_moved) - base).abs().flatten(2).amax(-1) > 1e-4).all()
+    out = model(x, t, Condition(text, None, extra))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert any(re.fullmatch(model.lora_targets[0], n) for n, _ in model.named_modules())  # LoRA finds attn2
+
+
+def test_the_video_transformer_runs_every_stage_of_the_bidirectional_cascade(tmp_path, monkeypatch):
+    """synth_latte as the world's T2V: pretrained, fine-tuned as TA2V (LoRA on its cross-attention,
+    the audio's condition tokens time-aligned to the frames) and sampled in the bidirectional cascade."""
+    monkeypatch.setenv("SAVA_CACHE", str(tmp_path / "cache"))
+    overrides = [o for o in TINY_QUICKSTART if not o.startswith("model.video_backbone.")]
+    overrides += ["model.video_backbone={name: synth_latte, params: {layers: 1, heads: 2, head_dim: 8}}",
+                  "generate.mode=cascade_bidirectional", "variants={bidirectional: []}"]
+    run_plan(plan(REPO / "recipes" / "quickstart.yaml", overrides), tmp_path / "run")
+    cell = tmp_path / "run" / "runs" / "bidirectional" / "seed-0"
+    metrics = json.loads((cell / "metrics.json").read_text())
+    assert all(math.isfinite(metrics[k]) for k in ("ta2v_val_loss", "ta2v_val_loss_shuffled", "sync_error_ms"))
+    video, _, _, _ = read_mp4(cell / "samples" / "sample-000.mp4")
+    assert video.shape == (16, 3, 32, 32)
 
 
 class RecordingBackbone(torch.nn.Module):
@@ -281,8 +332,9 @@ def test_sampler_clips_the_clean_latent_only_as_far_as_the_backbone_asks(clip_sa
 
 
 def test_world_backbones_clip_audio_samples_and_not_video_samples():
-    from sava_synth.params import SynthUNetParams
+    from sava_synth.params import SynthLatteParams, SynthUNetParams
 
+    assert SynthLatteParams().clip_sample is None
     assert SynthUNetParams(modality="video").clip_sample is None
     assert SynthUNetParams(modality="audio").clip_sample == 1.0
     assert SynthUNetParams(modality="audio", clip_sample=None).clip_sample is None
@@ -347,6 +399,7 @@ def test_settings_used_after_pretraining_keep_the_shipped_weights():
 
     assert all(shipped(recipe=name) for name in ("synth_pretrain", "t2av_synth", "sensitivity"))
     assert shipped() and shipped("model.audio_backbone.params.condition_window=0")
+    assert shipped("model.video_backbone.params.condition_window=0")
     assert shipped(
         "model.sampler.params.guidance_scale=5", "model.sampler.params.steps=10", "model.sampler.params.scheduler=dpm"
     )

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from sava_core.components.embeddings import sinusoids
 from sava_core.contracts import AudioEncoder, Backbone, Condition, TextEmbedding, TextEncoder, VideoEncoder
 from sava_core.errors import SavaError
-from sava_synth.params import AudioAEParams, HashTextParams, SynthUNetParams, VideoAEParams
+from sava_synth.params import AudioAEParams, HashTextParams, SynthLatteParams, SynthUNetParams, VideoAEParams
 
 
 def load_weights(module: nn.Module, path: str | None, what: str) -> None:
@@ -324,6 +324,76 @@ class SynthUNet(Backbone):
         out = self.unet(x, timestep, encoder_hidden_states=tokens,
                         encoder_attention_mask=None if mask is None else mask.to(tokens.dtype)).sample
         return out.reshape(noisy.shape)
+
+
+class SynthLatte(Backbone):
+    """eps_theta for the media world's video with a time axis: diffusers' ``LatteTransformer3DModel``
+    on the video AE's grid (B, F, C, h, w), patches of ``patch_size``, cross-attention of every frame
+    to [text tokens ; extra condition tokens]. The extra tokens (a sequence spanning the clip, TA2V's
+    phi of the aligned audio latent) are time-aligned: frame f (instant (f + 1/2) / F) sees token k
+    ((k + 1/2) / T) only within ``condition_window`` token spacings, as TV2A's audio queries do in
+    :class:`SynthUNet`; text tokens are seen by every frame. Runtime arguments: ``latent_shape``
+    (F, C, h, w) and ``condition_dim`` (the text width)."""
+
+    Params = SynthLatteParams
+    pretrain_stage = True  # trained by the `pretrain` stage, which supplies `pretrained`
+
+    def __init__(self, params: SynthLatteParams, *, latent_shape: tuple[int, ...], condition_dim: int):
+        super().__init__()
+        from diffusers import LatteTransformer3DModel
+
+        if len(latent_shape) != 4:
+            raise SavaError(f"synth_latte: latent_shape {tuple(latent_shape)} is not a video grid (F, C, h, w)")
+        f, c, h, w = latent_shape
+        if h != w or h % params.patch_size:
+            raise SavaError(f"synth_latte: the latent grid {h} x {w} must be square and divisible by patch_size "
+                            f"{params.patch_size}")
+        self.params = params
+        self.latent_shape = tuple(latent_shape)
+        self.condition_dim = condition_dim
+        self.prediction_type = "epsilon"
+        self.clip_sample = params.clip_sample
+        self.lora_targets = [r".*transformer_blocks\.\d+\.attn2\.(to_q|to_k|to_v|to_out\.0)"]
+        width = params.heads * params.head_dim
+        self.transformer = LatteTransformer3DModel(
+            num_attention_heads=params.heads, attention_head_dim=params.head_dim, in_channels=c, out_channels=c,
+            num_layers=params.layers, cross_attention_dim=width, sample_size=h, patch_size=params.patch_size,
+            activation_fn="gelu-approximate", norm_type="ada_norm_single", norm_elementwise_affine=False,
+            norm_eps=1e-6, caption_channels=condition_dim, video_length=f,
+        )
+        load_weights(self, params.pretrained, "synth_latte")
+
+    def condition_bias(self, condition: Condition, frames: int) -> tuple[Tensor, Tensor]:
+        """Tokens (B, N + M, D) and the additive attention bias (B * frames, 1, N + M) of every frame's
+        cross-attention (0 = seen, -10000 = not): masked text tokens and, for the M extra tokens, those
+        farther than ``condition_window`` token spacings from the frame's instant."""
+        tokens, mask = condition.text, condition.text_mask
+        b, device = tokens.shape[0], tokens.device
+        if mask is None:
+            mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=device)
+        seen = mask[:, None, :].expand(b, frames, -1)
+        if condition.extra is not None:
+            n = condition.extra.shape[1]
+            extra_mask = condition.extra_mask
+            if extra_mask is None:
+                extra_mask = torch.ones(condition.extra.shape[:2], dtype=torch.bool, device=device)
+            near = torch.ones(frames, n, dtype=torch.bool, device=device)
+            if self.params.condition_window > 0:
+                f_time = (torch.arange(frames, device=device) + 0.5) / frames
+                k_time = (torch.arange(n, device=device) + 0.5) / n
+                near = (f_time[:, None] - k_time[None, :]).abs() * n <= self.params.condition_window
+            seen = torch.cat([seen, extra_mask[:, None, :] & near[None]], dim=2)
+            tokens = torch.cat([tokens, condition.extra], dim=1)
+        bias = (~seen).to(tokens.dtype) * -10000.0
+        return tokens, bias.reshape(b * frames, 1, -1)
+
+    def forward(self, noisy: Tensor, timestep: Tensor, condition: Condition) -> Tensor:
+        """noisy (B, F, C, h, w), timestep (B,) -> the predicted noise, (B, F, C, h, w)."""
+        frames = noisy.shape[1]
+        tokens, bias = self.condition_bias(condition, frames)
+        out = self.transformer(noisy.transpose(1, 2), timestep, encoder_hidden_states=tokens,
+                               encoder_attention_mask=bias).sample
+        return out.transpose(1, 2)
 
 
 class _TimeAlignedCrossAttention:

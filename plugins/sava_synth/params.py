@@ -180,3 +180,26 @@ class SynthUNetParams(StrictModel):
         if isinstance(data, dict) and "clip_sample" not in data:
             return {**data, "clip_sample": 1.0 if data.get("modality") == "audio" else None}
         return data
+
+
+class SynthLatteParams(StrictModel):
+    """A video denoiser with a time axis for the media world: diffusers' ``LatteTransformer3DModel``
+    (Latte, Ma et al. 2024), spatial transformer blocks (self-attention within a frame, cross-attention
+    to the condition) alternating with temporal ones (self-attention across frames at each patch).
+    Extra condition tokens (TA2V's phi tokens, a sequence spanning the clip) are time-aligned: frame f
+    sees the k-th of T tokens only if their instants lie within ``condition_window`` token spacings."""
+
+    after_pretraining: ClassVar[tuple[str, ...]] = ("condition_window", "clip_sample")  # left out of the pretrain key
+
+    layers: int = Field(4, ge=1, description="spatial + temporal block pairs")
+    heads: int = Field(4, ge=1)
+    head_dim: int = Field(32, ge=1, description="width per head; the model width is heads * head_dim")
+    patch_size: int = Field(4, ge=1, description="latent pixels per patch side (the latent grid must divide by it); "
+                            "4 on the 8 x 8 grid: 4 patches per frame; 2 is about 3x slower per step")
+    condition_window: float = Field(
+        1.0, ge=0, description="extra condition tokens are seen only by frames within this many token spacings of "
+        "their instant; 0 = every frame sees every token")
+    clip_sample: float | None = Field(
+        None, gt=0, description="clip the predicted clean latent to [-r, r] at every sampling step; null = no clipping")
+    pretrained: str | None = Field(
+        None, description="safetensors file of trained weights (written by the pretrain stage)")

@@ -45,6 +45,10 @@ def sava_register(registry: Registration) -> None:
             "backbone", "synth_unet", "SynthUNet", "SynthUNetParams",
             "media world: diffusers UNet2DConditionModel denoiser",
         ),
+        (
+            "backbone", "synth_latte", "SynthLatte", "SynthLatteParams",
+            "media world video: diffusers LatteTransformer3DModel (space-time), time-aligned condition tokens",
+        ),
     ):
         registry.register(
             kind, name, f"sava_synth.models:{target}", params=f"sava_synth.params:{params}", summary=summary
