@@ -101,6 +101,20 @@ def test_stage2_trains_only_lora_and_phi(t2av_run):
     assert not any("lora_" in k for k in gen.t2a.state_dict())  # T2A itself stays intact for two-stream use
 
 
+def test_stage1_is_the_same_whether_the_latent_cache_was_cold_or_warm(tmp_path, monkeypatch):
+    """A first run (which encodes the world into the latent cache) and a rerun (which reads it back)
+    train the same Stage I: encoding must not shift the seed the models are built with."""
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("SAVA_CACHE", str(tmp_path / "cache"))
+    overrides = [*TINY_QUICKSTART, "stages=[pretrain, align]", "variants={a: []}"]
+    for name in ("cold", "warm"):
+        run_plan(plan(REPO / "recipes" / "quickstart.yaml", overrides), tmp_path / name)
+    cold, warm = (load_file(str(tmp_path / n / "runs" / "a" / "seed-0" / "model.safetensors"))
+                  for n in ("cold", "warm"))
+    assert cold.keys() == warm.keys() and all(torch.equal(cold[k], warm[k]) for k in cold)
+
+
 def test_audio_backbone_reads_each_condition_token_only_near_its_instant():
     """TV2A's condition tokens are time-aligned: token k (of 16 spanning the clip) is seen only by
     cross-attention queries within ``condition_window`` token spacings of its instant; text is seen by

@@ -35,8 +35,8 @@ class Align(Stage):
                       tracking=recipe.tracking, tracking_dir=cell_dir / "tracking",
                       hparams=recipe.model_dump(mode="json", include={"model", "align", "data", "seed"}))
 
-        torch.manual_seed(recipe.seed)
         splits = load_latents(recipe, registries, torch.device("cpu"), cell_dir)
+        torch.manual_seed(recipe.seed)  # after encoding, which draws from the global generator when the cache is cold
         model = AlignModel(recipe, registries, splits["train"].video.shape[-1], splits["train"].audio.shape[-1])
         trainer = Trainer(AlignObjective(model, cfg.loss.alpha, cfg.loss.lam), cfg.train, seed=recipe.seed,
                           checkpoint_dir=cell_dir / "checkpoints" / "align", name="align", **common)
