@@ -39,20 +39,25 @@ class Phi(nn.Module):
         return out
 
 
-def add_lora(backbone: nn.Module, rank: int, alpha: float) -> None:
-    """Freeze ``backbone`` and inject LoRA (peft) into the modules matching its ``lora_targets``."""
+def add_lora(backbone: Backbone, rank: int, alpha: float) -> None:
+    """Freeze ``backbone``, inject LoRA (peft) into the modules matching its ``lora_targets`` and
+    make its ``condition_modules`` trainable."""
     from peft import LoraConfig, inject_adapter_in_model
 
     backbone.requires_grad_(False)
-    targets: list[str] = backbone.lora_targets  # type: ignore[assignment]
     config = LoraConfig(r=rank, lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates int; any scale works
-                        target_modules="|".join(targets), lora_dropout=0.0)
+                        target_modules="|".join(backbone.lora_targets), lora_dropout=0.0)
     inject_adapter_in_model(config, backbone)
+    for name in backbone.condition_modules:
+        backbone.get_submodule(name).requires_grad_(True)
 
 
-def lora_state(backbone: nn.Module) -> dict[str, Tensor]:
-    """The LoRA weights of ``backbone`` (detached, on the CPU)."""
-    return {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items() if "lora_" in k}
+def finetuned_state(backbone: Backbone) -> dict[str, Tensor]:
+    """What Stage II trains in ``backbone``: its LoRA weights and its ``condition_modules`` (detached,
+    on the CPU)."""
+    prefixes = tuple(f"{name}." for name in backbone.condition_modules)
+    return {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()
+            if "lora_" in k or k.startswith(prefixes)}
 
 
 @dataclass
@@ -63,8 +68,8 @@ class Conditioned:
     phi: Phi
 
     def state(self) -> dict[str, Tensor]:
-        """What Stage II trains: LoRA (``backbone.*``) and phi (``phi.*``), on the CPU."""
-        state = {f"backbone.{k}": v for k, v in lora_state(self.backbone).items()}
+        """What Stage II trains: LoRA and condition modules (``backbone.*``) and phi (``phi.*``), on the CPU."""
+        state = {f"backbone.{k}": v for k, v in finetuned_state(self.backbone).items()}
         return state | {f"phi.{k}": v.detach().contiguous().cpu() for k, v in self.phi.state_dict().items()}
 
     def save(self, cell_dir: Path, direction: str) -> None:
@@ -87,7 +92,7 @@ def conditioned(gen: Generators, direction: str, recipe: Recipe, state: dict[str
             {k[9:]: v for k, v in state.items() if k.startswith("backbone.")}, strict=False
         )
         if missing.unexpected_keys:
-            raise RuntimeError(f"unexpected LoRA keys: {missing.unexpected_keys[:3]}")
+            raise RuntimeError(f"unexpected Stage II keys: {missing.unexpected_keys[:3]}")
         phi.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("phi.")})
     return Conditioned(backbone, phi)
 

@@ -236,16 +236,20 @@ class Backbone(nn.Module, Component, ABC):
     of kind ``prediction_type`` ("epsilon", "v_prediction" or "sample"). ``condition.extra`` tokens
     (Stage II's phi output) have width ``condition_dim``.
     ``lora_targets`` lists the module-name patterns (regular expressions) Stage II adapts: the
-    conditioning layers only. ``scheduler_config`` is the noise schedule the backbone was trained
-    with (a diffusers scheduler config: betas, ``prediction_type``, spacing, zero-SNR rescaling...)
-    or None to use the sampler's own; with the sampler's own, ``clip_sample`` r clips the predicted
-    clean latent to [-r, r] at every sampling step (diffusers' ``clip_sample``), None leaves it alone.
+    conditioning layers only. ``condition_modules`` names submodules that exist only to read
+    ``condition.extra`` (e.g. a zero-initialised input path for a per-frame condition): Stage II
+    trains them in full beside LoRA and saves them with it. ``scheduler_config`` is the noise
+    schedule the backbone was trained with (a diffusers scheduler config: betas,
+    ``prediction_type``, spacing, zero-SNR rescaling...) or None to use the sampler's own; with the
+    sampler's own, ``clip_sample`` r clips the predicted clean latent to [-r, r] at every sampling
+    step (diffusers' ``clip_sample``), None leaves it alone.
     """
 
     prediction_type: str
     latent_shape: tuple[int, ...]
     condition_dim: int
     lora_targets: list[str]
+    condition_modules: tuple[str, ...] = ()
     scheduler_config: dict[str, Any] | None = None
     clip_sample: float | None = None
 

@@ -194,6 +194,63 @@ def test_the_video_transformer_runs_every_stage_of_the_bidirectional_cascade(tmp
     assert video.shape == (16, 3, 32, 32)
 
 
+def test_video_unet_reads_the_condition_frame_by_frame_through_a_path_stage2_trains(tmp_path):
+    """``frame_condition_channels``: token k of F extra tokens reaches only frame k's condition
+    channels (of 2F tokens, frame k // 2's only); the path starts at zero (the pretrained T2V is unchanged
+    until Stage II trains it), loads beside weights pretrained without it, and Stage II trains and
+    saves it with LoRA while every base weight stays fixed."""
+    from safetensors.torch import save_file
+
+    from sava_core.conditioning import add_lora, finetuned_state
+    from sava_synth.models import SynthUNet
+    from sava_synth.params import SynthUNetParams
+
+    torch.manual_seed(0)
+    shape = (8, 4, 8, 8)
+    plain = SynthUNet(SynthUNetParams(modality="video", block_out_channels=(32, 32)), latent_shape=shape,
+                      condition_dim=16)
+    save_file(plain.state_dict(), str(tmp_path / "t2v.safetensors"))
+    params = SynthUNetParams(modality="video", block_out_channels=(32, 32), frame_condition_channels=2,
+                             pretrained=str(tmp_path / "t2v.safetensors"))
+    model = SynthUNet(params, latent_shape=shape, condition_dim=16).eval()
+    x, t, text = torch.randn(2, *shape), torch.tensor([3, 700]), torch.randn(2, 3, 16)
+    extra = torch.randn(2, 8, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x, t, Condition(text, None, extra)), plain.eval()(x, t, Condition(text, None, extra)))
+
+    torch.nn.init.normal_(model.frame_condition.conv.weight)  # as if trained
+    stacked = x.flatten(1, 2)
+    conv_input: list[Tensor] = []
+    model.frame_condition.conv.register_forward_hook(lambda m, args, out: conv_input.append(args[0]))
+
+    def condition_channels(extra: Tensor) -> Tensor:  # (B, F, k): each frame's condition channels
+        conv_input.clear()
+        model.frame_condition(stacked, extra, None)
+        return conv_input[0][:, stacked.shape[1]:, 0, 0].reshape(2, 8, 2)
+
+    moved = extra.clone()
+    moved[1, 5] += 3.0
+    changed = (condition_channels(moved) - condition_channels(extra)).abs().amax(-1)
+    assert (changed[1, 5] > 1e-4) and (changed.sum() == changed[1, 5])
+    twice = torch.randn(2, 16, 16)
+    moved = twice.clone()
+    moved[0, 11] += 3.0  # instant 23/32; frame 5's (11/16) lies between tokens 10 and 11, the only ones it reads
+    changed = (condition_channels(moved) - condition_channels(twice)).abs().amax(-1)
+    assert changed[0, 5] > 1e-4 and changed.sum() == changed[0, 5]
+    with torch.no_grad():
+        assert not torch.equal(model(x, t, Condition(text, None, extra)), plain(x, t, Condition(text, None, extra)))
+        off = torch.zeros(2, 8, dtype=torch.bool)  # guidance's unconditional row: no condition reaches the frames
+        assert torch.equal(model.frame_condition(stacked, extra, off), model.frame_condition.conv(
+            torch.cat([stacked, torch.zeros(2, 16, 8, 8)], dim=1)))
+
+    add_lora(model, rank=2, alpha=2.0)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {n for n in trainable if not n.startswith("frame_condition.")} == {
+        n for n in trainable if "lora_" in n} and "frame_condition.conv.weight" in trainable
+    assert set(finetuned_state(model)) == trainable
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith("unet.conv_in."))
+
+
 class RecordingBackbone(torch.nn.Module):
     """Returns zeros and keeps the last condition it was given."""
 

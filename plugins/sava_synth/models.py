@@ -29,8 +29,9 @@ from sava_core.errors import SavaError
 from sava_synth.params import AudioAEParams, HashTextParams, SynthLatteParams, SynthUNetParams, VideoAEParams
 
 
-def load_weights(module: nn.Module, path: str | None, what: str) -> None:
-    """Load a safetensors state dict into ``module`` (strict), with a clear error if missing."""
+def load_weights(module: nn.Module, path: str | None, what: str, skip: tuple[str, ...] = ()) -> None:
+    """Load a safetensors state dict into ``module`` (strict but for keys starting with one of
+    ``skip``, in the module or the file), with a clear error if missing."""
     if path is None:
         return
     file = Path(path).expanduser()
@@ -40,7 +41,10 @@ def load_weights(module: nn.Module, path: str | None, what: str) -> None:
             "(or a recipe whose stages start with pretrain), or set pretrained: null for random weights"
         )
     try:
-        module.load_state_dict(load_file(str(file)))
+        state = {k: v for k, v in load_file(str(file)).items() if not k.startswith(skip)}
+        if skip:
+            state |= {k: v for k, v in module.state_dict().items() if k.startswith(skip)}
+        module.load_state_dict(state)
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
         raise SavaError(f"{what}: the weights in {file} were trained for other parameters ({first}); use the "
@@ -257,10 +261,40 @@ class HashTextEncoder(TextEncoder):
         return TextEmbedding(tokens, mask, pooled)
 
 
+class _FrameCondition(nn.Module):
+    """A per-frame condition for a UNet whose input stacks the F frames as channels: the extra
+    tokens (B, M, D), resampled to the frames' instants (linear interpolation: frame f at
+    (f + 1/2) / F, token k at (k + 1/2) / M) and projected to k channels each, are set beside the
+    stacked latent (B, F*C, h, w) (zero where ``extra_mask`` hides the tokens, as in guidance's
+    unconditional row) and mapped by a zero-initialised 3 x 3 convolution to the width
+    of the UNet's first block, (B, W, h, w), which is added to its input convolution's output."""
+
+    def __init__(self, frames: int, latent_channels: int, condition_dim: int, channels: int, width: int):
+        super().__init__()
+        self.frames, self.channels = frames, channels
+        self.proj = nn.Linear(condition_dim, channels)
+        self.conv = nn.Conv2d(frames * (latent_channels + channels), width, 3, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, stacked: Tensor, extra: Tensor, extra_mask: Tensor | None) -> Tensor:
+        """stacked (B, F*C, h, w), extra (B, M, D), extra_mask (B, M) or None -> (B, W, h, w)."""
+        seen = torch.ones_like(extra[..., :1]) if extra_mask is None else extra_mask[..., None].to(extra.dtype)
+        per_frame = nn.functional.interpolate(torch.cat([extra * seen, seen], dim=2).transpose(1, 2),
+                                              size=self.frames, mode="linear", align_corners=False).transpose(1, 2)
+        b, _, h, w = stacked.shape
+        cond = self.proj(per_frame[..., :-1]) * per_frame[..., -1:]  # (B, F, k); 0 where no token is seen
+        cond = cond.reshape(b, self.frames * self.channels, 1, 1).expand(-1, -1, h, w)
+        out: Tensor = self.conv(torch.cat([stacked, cond], dim=1))
+        return out
+
+
 class SynthUNet(Backbone):
     """eps_theta for the media world: a diffusers ``UNet2DConditionModel`` with cross-attention over
     [text tokens ; extra condition tokens]. Runtime arguments: ``latent_shape`` (the AE's grid; for
-    video (F, C, h, w), stacked to (F*C, h, w)) and ``condition_dim`` (the text width)."""
+    video (F, C, h, w), stacked to (F*C, h, w)) and ``condition_dim`` (the text width). With
+    ``frame_condition_channels``, the video also reads the extra tokens frame by frame
+    (:class:`_FrameCondition`, a Stage II ``condition_module``)."""
 
     Params = SynthUNetParams
     pretrain_stage = True  # trained by the `pretrain` stage, which supplies `pretrained`
@@ -304,7 +338,15 @@ class SynthUNet(Backbone):
                     processor = _TimeAlignedCrossAttention(size, params.condition_window)
                     module.set_processor(processor)
                     self._local.append(processor)
-        load_weights(self, params.pretrained, f"synth_unet ({params.modality})")
+        self._frame_input: Tensor | None = None  # the frame condition's output for the running forward
+        if video and params.frame_condition_channels:
+            self.frame_condition = _FrameCondition(f, c, condition_dim, params.frame_condition_channels, blocks[0])
+            self.condition_modules = ("frame_condition",)
+            self.unet.conv_in.register_forward_hook(self._add_frame_condition)
+        load_weights(self, params.pretrained, f"synth_unet ({params.modality})", skip=("frame_condition.",))
+
+    def _add_frame_condition(self, module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> Tensor:
+        return output if self._frame_input is None else output + self._frame_input
 
     def forward(self, noisy: Tensor, timestep: Tensor, condition: Condition) -> Tensor:
         x = noisy.flatten(1, 2) if self.modality == "video" else noisy
@@ -321,8 +363,13 @@ class SynthUNet(Backbone):
             mask = torch.cat([mask, extra_mask], dim=1)
         for processor in self._local:
             processor.n_extra = 0 if condition.extra is None else condition.extra.shape[1]
-        out = self.unet(x, timestep, encoder_hidden_states=tokens,
-                        encoder_attention_mask=None if mask is None else mask.to(tokens.dtype)).sample
+        if self.condition_modules and condition.extra is not None:
+            self._frame_input = self.frame_condition(x, condition.extra, condition.extra_mask)
+        try:
+            out = self.unet(x, timestep, encoder_hidden_states=tokens,
+                            encoder_attention_mask=None if mask is None else mask.to(tokens.dtype)).sample
+        finally:
+            self._frame_input = None
         return out.reshape(noisy.shape)
 
 

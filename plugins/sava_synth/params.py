@@ -146,7 +146,8 @@ class SynthUNetParams(StrictModel):
     queries at instants within ``condition_window`` / T of its own, (k + 1/2) / T of the clip.
     """
 
-    after_pretraining: ClassVar[tuple[str, ...]] = ("condition_window", "clip_sample")  # left out of the pretrain key
+    after_pretraining: ClassVar[tuple[str, ...]] = (  # left out of the pretrain key
+        "condition_window", "clip_sample", "frame_condition_channels")
 
     modality: str = Field(..., pattern="^(video|audio)$")
     block_out_channels: tuple[int, ...] | None = Field(
@@ -164,6 +165,12 @@ class SynthUNetParams(StrictModel):
         1.0, ge=0, description="audio: extra condition tokens (a per-time-step sequence spanning the clip, "
         "e.g. TV2A's phi tokens) are seen only by cross-attention queries within this many token spacings of "
         "their instant; 0 = every query sees every token"
+    )
+    frame_condition_channels: int = Field(
+        0, ge=0, description="video: extra condition tokens (TA2V's phi of the audio, a sequence spanning the clip) "
+        "are also resampled to one per frame, projected to this many channels each and set beside that frame's "
+        "stacked latent channels, entering through a zero-initialised convolution that Stage II trains; "
+        "0 = they reach the video only through cross-attention, which has no time axis"
     )
     clip_sample: float | None = Field(
         None, gt=0, description="clip the predicted clean latent to [-r, r] at every sampling step; "
