@@ -292,7 +292,9 @@ def _fill(directory: Path, index: dict[str, Any], todo: list[int], media: Any, v
                 for b in range(s, min(s + shard_size, n_items), batch_size)][state.process_index :: state.num_processes]
             for s in todo}
     loader = torch.utils.data.DataLoader(_Guarded(media), batch_sampler=[b for s in todo for b in mine[s]],
-                                         num_workers=num_workers, collate_fn=_as_list)
+                                         num_workers=num_workers, collate_fn=_as_list,
+                                         generator=torch.Generator())  # not the global one: a cold cache
+    # would otherwise shift every seed drawn after it
     modes = [m.training for m in (video_encoder, audio_encoder)]
     video_encoder.eval(), audio_encoder.eval()
     try:

@@ -427,8 +427,7 @@ class SynthLatte(Backbone):
             near = torch.ones(frames, n, dtype=torch.bool, device=device)
             if self.params.condition_window > 0:
                 f_time = (torch.arange(frames, device=device) + 0.5) / frames
-                k_time = (torch.arange(n, device=device) + 0.5) / n
-                near = (f_time[:, None] - k_time[None, :]).abs() * n <= self.params.condition_window
+                near = ~_far_from(f_time, n, self.params.condition_window)
             seen = torch.cat([seen, extra_mask[:, None, :] & near[None]], dim=2)
             tokens = torch.cat([tokens, condition.extra], dim=1)
         bias = (~seen).to(tokens.dtype) * -10000.0
@@ -441,6 +440,13 @@ class SynthLatte(Backbone):
         out = self.transformer(noisy.transpose(1, 2), timestep, encoder_hidden_states=tokens,
                                encoder_attention_mask=bias).sample
         return out.transpose(1, 2)
+
+
+def _far_from(times: Tensor, n: int, window: float) -> Tensor:
+    """(Q, n) bool: query instant ``times[q]`` (fractions of the clip, (Q,)) lies more than ``window``
+    token spacings from the instant (k + 1/2) / n of the k-th of ``n`` tokens spanning the clip."""
+    k_time = (torch.arange(n, device=times.device) + 0.5) / n
+    return (times[:, None] - k_time[None, :]).abs() * n > window
 
 
 class _TimeAlignedCrossAttention:
@@ -469,8 +475,7 @@ class _TimeAlignedCrossAttention:
             mel, steps = self.size
             width = round(steps / math.sqrt(mel * steps / queries))  # time columns at this resolution
             q_time = (torch.arange(queries, device=hidden_states.device) % width + 0.5) / width
-            k_time = (torch.arange(n, device=hidden_states.device) + 0.5) / n
-            far = (q_time[:, None] - k_time[None, :]).abs() * n > self.window
+            far = _far_from(q_time, n, self.window)
             bias = torch.zeros(queries, keys, dtype=attention_mask.dtype, device=attention_mask.device)
             bias[:, keys - n :] = far.to(bias.dtype) * -10000.0
             attention_mask = attention_mask + bias  # (B, 1, K) + (Q, K) -> (B, Q, K)

@@ -36,7 +36,7 @@ class Align(Stage):
                       hparams=recipe.model_dump(mode="json", include={"model", "align", "data", "seed"}))
 
         splits = load_latents(recipe, registries, torch.device("cpu"), cell_dir)
-        torch.manual_seed(recipe.seed)  # after encoding, which draws from the global generator when the cache is cold
+        torch.manual_seed(recipe.seed)  # just before the models it initialises
         model = AlignModel(recipe, registries, splits["train"].video.shape[-1], splits["train"].audio.shape[-1])
         trainer = Trainer(AlignObjective(model, cfg.loss.alpha, cfg.loss.lam), cfg.train, seed=recipe.seed,
                           checkpoint_dir=cell_dir / "checkpoints" / "align", name="align", **common)
